@@ -1,0 +1,572 @@
+# Copyright 2026 The ViLAMP for transformers authors. All rights reserved.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""PyTorch ViLAMP: a LLaVA-OneVision-style video LLM that keeps query-relevant keyframes at full detail and merges
+every other frame into a single token (differential feature merging)."""
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from transformers import AutoModel
+from transformers import initialization as init
+from transformers.activations import ACT2FN
+from transformers.cache_utils import Cache
+from transformers.generation import GenerationMixin
+from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
+from transformers.modeling_utils import PreTrainedModel
+from transformers.utils import auto_docstring, can_return_tuple
+from transformers.utils.deprecation import deprecate_kwarg
+
+from .configuration_vilamp import VilampConfig
+
+
+# Inputs that only the prefill step consumes; decoding steps reuse the KV cache instead.
+VIDEO_INPUTS = ("pixel_values_videos", "keyframe_mask", "query_embeds", "video_frame_counts")
+
+
+
+@dataclass
+@auto_docstring(custom_intro="Output of [`VilampModel`].")
+class VilampModelOutputWithPast(BaseModelOutputWithPast):
+    r"""
+    cache (`Cache`, *optional*):
+        Key/value cache of the language model.
+    video_features (`torch.FloatTensor` of shape `(num_visual_tokens, hidden_size)`, *optional*):
+        The visual sequences of every video in the batch, concatenated in placeholder order.
+    """
+
+    video_features: torch.FloatTensor | None = None
+
+
+@dataclass
+@auto_docstring(custom_intro="Output of [`VilampForConditionalGeneration`].")
+class VilampCausalLMOutputWithPast(CausalLMOutputWithPast):
+    r"""
+    loss (`torch.FloatTensor` of shape `(1,)`, *optional*, returned when `labels` is provided):
+        Language modeling loss (next-token prediction).
+    logits (`torch.FloatTensor` of shape `(batch_size, sequence_length, vocab_size)`):
+        Prediction scores of the language modeling head.
+    cache (`Cache`, *optional*):
+        Key/value cache of the language model.
+    video_features (`torch.FloatTensor` of shape `(num_visual_tokens, hidden_size)`, *optional*):
+        The visual sequences of every video in the batch, concatenated in placeholder order.
+    """
+
+    video_features: torch.FloatTensor | None = None
+
+
+class VilampMultiModalProjector(nn.Module):
+    """Two-layer MLP from the vision tower's width to the language model's width."""
+
+    def __init__(self, config: VilampConfig):
+        super().__init__()
+        self.linear_1 = nn.Linear(config.vision_config.hidden_size, config.text_config.hidden_size)
+        self.act = ACT2FN[config.projector_hidden_act]
+        self.linear_2 = nn.Linear(config.text_config.hidden_size, config.text_config.hidden_size)
+
+    def forward(self, image_features: torch.Tensor) -> torch.Tensor:
+        return self.linear_2(self.act(self.linear_1(image_features)))
+
+
+class VilampDifferentialFeatureMerger(nn.Module):
+    """
+    Differential feature merging (DFM): squeezes a frame's patch features into one token with a softmax over its
+    patches that favours patches relevant to the query and different from the same patch of a context frame.
+    """
+
+    def __init__(self, config: VilampConfig):
+        super().__init__()
+        hidden_size = config.text_config.hidden_size
+        self.patch_query_proj = nn.Linear(hidden_size, hidden_size)
+        self.patch_context_proj = nn.Linear(hidden_size, hidden_size)
+        self.query_proj = nn.Linear(config.query_embed_dim, hidden_size)
+        self.context_proj = nn.Linear(hidden_size, hidden_size)
+        self.temperature = nn.Parameter(torch.empty(()))
+
+    def forward(
+        self, patch_features: torch.Tensor, context_keys: torch.Tensor, query_keys: torch.Tensor
+    ) -> torch.Tensor:
+        """
+        Args:
+            patch_features: `(num_frames, num_patches, hidden_size)` projector outputs of the frames to merge.
+            context_keys: `(num_frames, num_patches, hidden_size)` `context_proj` of each frame's context frame.
+            query_keys: `(num_frames, hidden_size)` `query_proj` of each frame's query embedding.
+
+        Returns:
+            `(num_frames, hidden_size)`, one token per frame.
+        """
+        relevance = F.cosine_similarity(query_keys[:, None, :], self.patch_query_proj(patch_features), dim=-1)
+        redundancy = F.cosine_similarity(context_keys, self.patch_context_proj(patch_features), dim=-1)
+        weights = torch.softmax((relevance - redundancy) / self.temperature, dim=-1)
+        return torch.matmul(weights[:, None, :], patch_features)[:, 0]
+
+
+@dataclass
+class VisualSequencePlan:
+    """Where each frame's tokens go in the concatenated visual sequence, and which frame each one is compared to."""
+
+    video_index: torch.Tensor  # (num_frames,) video each frame belongs to
+    row_start: torch.Tensor  # (num_frames,) first row of the frame's tokens
+    newline_rows: torch.Tensor  # (num_videos,) row of each video's trailing image_newline
+    context_index: torch.Tensor  # (num_frames,) global index of the frame's DFM context frame
+    context_slot: torch.Tensor  # (num_frames,) slot of a frame in the context cache, -1 if nobody's context
+    num_context_slots: int
+    num_rows: int
+
+
+def plan_visual_sequence(
+    keyframe_mask: torch.Tensor, video_frame_counts: torch.Tensor, tokens_per_keyframe: int, context_rule: str
+) -> VisualSequencePlan:
+    """
+    Lays out the visual sequence of reference section 4 for a batch of videos whose frames are concatenated:
+    each video is [non-keyframe tokens and `tokens_per_keyframe` rows per keyframe, in temporal order] followed by
+    one newline row. Also resolves the DFM context frame of every frame (reference section 3).
+    """
+    device = keyframe_mask.device
+    num_frames = keyframe_mask.shape[0]
+    frame_index = torch.arange(num_frames, device=device)
+    video_index = torch.repeat_interleave(torch.arange(video_frame_counts.shape[0], device=device), video_frame_counts)
+    video_start = torch.cumsum(video_frame_counts, 0) - video_frame_counts
+
+    tokens_per_frame = torch.where(keyframe_mask, tokens_per_keyframe, 1)
+    tokens_before = torch.cumsum(tokens_per_frame, 0) - tokens_per_frame
+    row_start = tokens_before + video_index  # one newline row per earlier video
+    video_end_row = torch.cumsum(tokens_per_frame, 0)[torch.cumsum(video_frame_counts, 0) - 1]
+    newline_rows = video_end_row + torch.arange(video_frame_counts.shape[0], device=device)
+
+    keyframes_so_far = torch.cumsum(keyframe_mask.long(), 0)
+    keyframes_before_video = (keyframes_so_far - keyframe_mask.long())[video_start][video_index]
+    keyframe_ordinal = keyframes_so_far - keyframes_before_video - 1  # i of the keyframe at or before each frame
+    if context_rule == "released":
+        # The released code indexes the video's frames with the keyframe's ordinal: frame i, not keyframe i.
+        context_after_keyframe = video_start[video_index] + keyframe_ordinal
+    else:
+        # One padding entry: frames before any keyframe index it with -1 and are then discarded by the `where`.
+        keyframe_positions = torch.cat([frame_index[keyframe_mask], frame_index.new_zeros(1)])
+        context_after_keyframe = keyframe_positions[keyframes_so_far - 1]
+    context_index = torch.where(keyframe_ordinal >= 0, context_after_keyframe, frame_index)
+
+    is_context = torch.zeros(num_frames, dtype=torch.bool, device=device)
+    is_context[context_index[~keyframe_mask & (context_index != frame_index)]] = True
+    context_slot = torch.where(is_context, torch.cumsum(is_context.long(), 0) - 1, -1)
+    return VisualSequencePlan(
+        video_index=video_index,
+        row_start=row_start,
+        newline_rows=newline_rows,
+        context_index=context_index,
+        context_slot=context_slot,
+        num_context_slots=int(is_context.sum()),
+        num_rows=int(tokens_per_frame.sum()) + video_frame_counts.shape[0],
+    )
+
+
+@auto_docstring
+class VilampPreTrainedModel(PreTrainedModel):
+    config: VilampConfig
+    base_model_prefix = "model"
+    input_modalities = ("video", "text")
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["SiglipEncoderLayer", "Qwen2DecoderLayer", "VilampDifferentialFeatureMerger"]
+    _skip_keys_device_placement = "cache"
+    _supports_flash_attn = True
+    _supports_sdpa = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        if isinstance(module, VilampModel):
+            init.normal_(module.image_newline, mean=0.0, std=1 / math.sqrt(self.config.text_config.hidden_size))
+        elif isinstance(module, VilampDifferentialFeatureMerger):
+            init.constant_(module.temperature, self.config.dfm_temperature_init)
+
+
+@auto_docstring(
+    custom_intro="""
+    ViLAMP without a language modeling head: SigLIP tower, projector, differential feature merging and Qwen2.
+    """
+)
+class VilampModel(VilampPreTrainedModel):
+    def __init__(self, config: VilampConfig):
+        super().__init__(config)
+        self.vision_tower = AutoModel.from_config(config.vision_config)
+        # The released model reads the last layer's hidden state before the post-layernorm; an identity keeps the
+        # tower's own forward while skipping that norm (its checkpoint weights are dropped at conversion).
+        self.vision_tower.post_layernorm = nn.Identity()
+        self.multi_modal_projector = VilampMultiModalProjector(config)
+        self.feature_merger = VilampDifferentialFeatureMerger(config)
+        self.image_newline = nn.Parameter(torch.empty(config.text_config.hidden_size))
+        self.language_model = AutoModel.from_config(config.text_config)
+
+        patches_per_side = config.vision_config.image_size // config.vision_config.patch_size
+        pooled_side = math.ceil(patches_per_side / config.keyframe_pooling_stride)
+        self.patches_per_side = patches_per_side
+        self.pooled_side = pooled_side
+        self.tokens_per_keyframe = pooled_side * pooled_side
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.language_model.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module):
+        self.language_model.set_input_embeddings(value)
+
+    def num_visual_tokens(self, num_frames: int, num_keyframes: int) -> int:
+        """Length of one video's visual sequence: 196 per keyframe, 1 per other frame, 1 newline."""
+        return self.tokens_per_keyframe * num_keyframes + (num_frames - num_keyframes) + 1
+
+    def _normalize_frames(self, frames: torch.Tensor) -> torch.Tensor:
+        dtype = self.multi_modal_projector.linear_1.weight.dtype
+        if frames.dtype != torch.uint8:
+            return frames.to(dtype)
+        mean = torch.tensor(self.config.pixel_mean, device=frames.device, dtype=torch.float32)[:, None, None]
+        std = torch.tensor(self.config.pixel_std, device=frames.device, dtype=torch.float32)[:, None, None]
+        return ((frames.float() / 255.0 - mean) / std).to(dtype)
+
+    def _encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
+        """Projector outputs `(frames, patches, hidden)` of the tower's last layer, before post-layernorm."""
+        hidden_states = self.vision_tower(self._normalize_frames(frames)).last_hidden_state
+        return self.multi_modal_projector(hidden_states)
+
+    def _pool_keyframes(self, patch_features: torch.Tensor) -> torch.Tensor:
+        num_frames, _, hidden_size = patch_features.shape
+        grid = patch_features.view(num_frames, self.patches_per_side, self.patches_per_side, hidden_size)
+        grid = grid.permute(0, 3, 1, 2)
+        pooled = F.interpolate(grid, size=(self.pooled_side, self.pooled_side), mode="bilinear")
+        return pooled.permute(0, 2, 3, 1).reshape(num_frames, self.tokens_per_keyframe, hidden_size)
+
+    def _chunk_size(self, device: torch.device) -> int:
+        if self.config.vision_chunk_size is not None:
+            return self.config.vision_chunk_size
+        # Small on CPU, where a chunk's activations compete with the host memory holding the video; larger on
+        # accelerators to keep them busy.
+        return 8 if device.type == "cpu" else 64
+
+    def _check_video_inputs(
+        self,
+        pixel_values_videos: torch.Tensor,
+        keyframe_mask: torch.Tensor | None,
+        query_embeds: torch.Tensor | None,
+        video_frame_counts: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """Validates the video inputs and returns the per-video frame counts."""
+        image_size = self.config.vision_config.image_size
+        if pixel_values_videos.ndim != 4 or pixel_values_videos.shape[1:] != (3, image_size, image_size):
+            raise ValueError(
+                f"`pixel_values_videos` must have shape (total_frames, 3, {image_size}, {image_size}), "
+                f"got {tuple(pixel_values_videos.shape)}."
+            )
+        if pixel_values_videos.dtype != torch.uint8 and not pixel_values_videos.is_floating_point():
+            raise ValueError(f"`pixel_values_videos` must be uint8 or floating point, got {pixel_values_videos.dtype}.")
+        num_frames = pixel_values_videos.shape[0]
+        if keyframe_mask is None or query_embeds is None:
+            raise ValueError("`pixel_values_videos` needs `keyframe_mask` and `query_embeds` (see VilampProcessor).")
+        if keyframe_mask.dtype != torch.bool or keyframe_mask.shape != (num_frames,):
+            raise ValueError(
+                f"`keyframe_mask` must be a bool tensor of shape ({num_frames},) matching `pixel_values_videos`, "
+                f"got {keyframe_mask.dtype} of shape {tuple(keyframe_mask.shape)}."
+            )
+        if query_embeds.ndim != 2 or query_embeds.shape[1] != self.config.query_embed_dim:
+            raise ValueError(
+                f"`query_embeds` must have shape (num_videos, {self.config.query_embed_dim}), "
+                f"got {tuple(query_embeds.shape)}."
+            )
+        if not query_embeds.is_floating_point():
+            raise ValueError(f"`query_embeds` must be floating point, got {query_embeds.dtype}.")
+        if video_frame_counts is None:
+            if query_embeds.shape[0] != 1:
+                raise ValueError(
+                    f"`query_embeds` holds {query_embeds.shape[0]} videos: pass `video_frame_counts` to say how "
+                    f"the {num_frames} frames of `pixel_values_videos` split between them."
+                )
+            return torch.full((1,), num_frames, dtype=torch.long, device=keyframe_mask.device)
+        if video_frame_counts.ndim != 1 or video_frame_counts.is_floating_point() or video_frame_counts.is_complex():
+            raise ValueError(
+                f"`video_frame_counts` must be a 1-D integer tensor, got {video_frame_counts.dtype} "
+                f"of shape {tuple(video_frame_counts.shape)}."
+            )
+        if video_frame_counts.shape[0] != query_embeds.shape[0]:
+            raise ValueError(
+                f"`video_frame_counts` lists {video_frame_counts.shape[0]} videos but `query_embeds` has "
+                f"{query_embeds.shape[0]}."
+            )
+        if bool((video_frame_counts < 1).any()) or int(video_frame_counts.sum()) != num_frames:
+            raise ValueError(
+                f"`video_frame_counts` must be positive and sum to the {num_frames} frames of "
+                f"`pixel_values_videos`, got {video_frame_counts.tolist()}."
+            )
+        return video_frame_counts.to(device=keyframe_mask.device, dtype=torch.long)
+
+    @auto_docstring(custom_intro="Builds the visual sequence of every video (reference section 4).")
+    def get_video_features(
+        self,
+        pixel_values_videos: torch.Tensor,
+        keyframe_mask: torch.Tensor,
+        query_embeds: torch.Tensor,
+        video_frame_counts: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        r"""
+        pixel_values_videos (`torch.Tensor` of shape `(total_frames, 3, height, width)`):
+            Frames of all videos, concatenated. `uint8` frames are normalised here; floating point frames are taken
+            as already normalised.
+        keyframe_mask (`torch.BoolTensor` of shape `(total_frames,)`):
+            Which frames are keyframes (kept as pooled patch grids); every other frame becomes one merged token.
+        query_embeds (`torch.FloatTensor` of shape `(num_videos, query_embed_dim)`):
+            The frame scorer's text embedding of each video's question.
+        video_frame_counts (`torch.LongTensor` of shape `(num_videos,)`, *optional*):
+            Frames per video; needed when the batch holds more than one video.
+
+        Returns:
+            `torch.Tensor` of shape `(num_visual_tokens, hidden_size)`: the visual sequences of the videos, in order.
+        """
+        video_frame_counts = self._check_video_inputs(
+            pixel_values_videos, keyframe_mask, query_embeds, video_frame_counts
+        )
+        dtype, device = self.image_newline.dtype, self.image_newline.device
+        # Frames may stay where they are (host memory for a 10,000-frame video): only one chunk at a time moves.
+        keyframe_mask = keyframe_mask.to(device)
+        plan = plan_visual_sequence(
+            keyframe_mask, video_frame_counts.to(device), self.tokens_per_keyframe, self.config.dfm_context
+        )
+        hidden_size = self.config.text_config.hidden_size
+
+        query_keys = self.feature_merger.query_proj(query_embeds.to(device, dtype))
+        # Only the context frames' keys outlive their chunk: at most one per keyframe, never one per frame.
+        context_cache = torch.zeros(
+            plan.num_context_slots, self.patches_per_side**2, hidden_size, device=device, dtype=dtype
+        )
+        sequence = torch.empty(plan.num_rows, hidden_size, device=device, dtype=dtype)
+        sequence = sequence.index_put(
+            (plan.newline_rows,), self.image_newline.expand(plan.newline_rows.shape[0], -1)
+        )
+        keyframe_offsets = torch.arange(self.tokens_per_keyframe, device=device)
+
+        chunk_size = self._chunk_size(device)
+        for start in range(0, pixel_values_videos.shape[0], chunk_size):
+            chunk = slice(start, start + chunk_size)
+            patch_features = self._encode_frames(pixel_values_videos[chunk].to(device))
+            is_key, rows, slots = keyframe_mask[chunk], plan.row_start[chunk], plan.context_slot[chunk]
+
+            keyframe_rows = (rows[is_key][:, None] + keyframe_offsets).flatten()
+            sequence = sequence.index_put((keyframe_rows,), self._pool_keyframes(patch_features[is_key]).flatten(0, 1))
+
+            is_context = slots >= 0
+            context_cache = context_cache.index_put(
+                (slots[is_context],), self.feature_merger.context_proj(patch_features[is_context])
+            )
+
+            is_merged = ~is_key
+            merged_features = patch_features[is_merged]
+            context_index = plan.context_index[chunk][is_merged]
+            context_keys = context_cache[plan.context_slot[context_index].clamp(min=0)]
+            # Frames before a video's first keyframe are their own context.
+            is_own_context = context_index == torch.arange(start, start + patch_features.shape[0], device=device)[is_merged]
+            context_keys[is_own_context] = self.feature_merger.context_proj(merged_features[is_own_context])
+            merged = self.feature_merger(
+                merged_features, context_keys, query_keys[plan.video_index[chunk][is_merged]]
+            )
+            sequence = sequence.index_put((rows[is_merged],), merged)
+        return sequence
+
+    @can_return_tuple
+    @auto_docstring
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        pixel_values_videos: torch.Tensor | None = None,
+        keyframe_mask: torch.BoolTensor | None = None,
+        query_embeds: torch.FloatTensor | None = None,
+        video_frame_counts: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        cache: Cache | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        use_cache: bool | None = None,
+        **kwargs,
+    ) -> tuple | VilampModelOutputWithPast:
+        r"""
+        pixel_values_videos (`torch.Tensor` of shape `(total_frames, 3, height, width)`, *optional*):
+            Frames of all videos in the batch, concatenated; `uint8` (normalised here) or normalised floats.
+        keyframe_mask (`torch.BoolTensor` of shape `(total_frames,)`, *optional*):
+            Which frames are keyframes, as chosen by [`VilampProcessor`].
+        query_embeds (`torch.FloatTensor` of shape `(num_videos, query_embed_dim)`, *optional*):
+            The frame scorer's embedding of each video's question.
+        video_frame_counts (`torch.LongTensor` of shape `(num_videos,)`, *optional*):
+            Frames per video when the batch holds several videos.
+        """
+        if (input_ids is None) ^ (inputs_embeds is not None):
+            raise ValueError("You must specify exactly one of input_ids or inputs_embeds")
+        if inputs_embeds is None:
+            inputs_embeds = self.get_input_embeddings()(input_ids)
+
+        video_features = None
+        if pixel_values_videos is not None:
+            if input_ids is None:
+                raise ValueError("`pixel_values_videos` needs `input_ids` to locate the `<video>` placeholders.")
+            video_features = self.get_video_features(
+                pixel_values_videos, keyframe_mask, query_embeds, video_frame_counts
+            )
+            placeholder_mask = input_ids == self.config.video_token_id
+            num_placeholders = int(placeholder_mask.sum())
+            if num_placeholders != video_features.shape[0]:
+                raise ValueError(
+                    f"`input_ids` hold {num_placeholders} `<video>` placeholder tokens but the videos' visual "
+                    f"sequences have {video_features.shape[0]} tokens; expand each placeholder with VilampProcessor."
+                )
+            inputs_embeds = inputs_embeds.masked_scatter(
+                placeholder_mask[..., None].to(inputs_embeds.device), video_features.to(inputs_embeds.dtype)
+            )
+        elif input_ids is not None and (cache is None or cache.get_seq_length() == 0):
+            if bool((input_ids == self.config.video_token_id).any()):
+                raise ValueError("`input_ids` hold `<video>` placeholder tokens but no `pixel_values_videos` were given.")
+
+        outputs = self.language_model(
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            cache=cache,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+            **kwargs,
+        )
+        return VilampModelOutputWithPast(
+            last_hidden_state=outputs.last_hidden_state,
+            cache=outputs.cache,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+            video_features=video_features,
+        )
+
+
+@auto_docstring(
+    custom_intro="""
+    ViLAMP with a language modeling head: answers questions about long videos.
+    """
+)
+class VilampForConditionalGeneration(VilampPreTrainedModel, GenerationMixin):
+    _tied_weights_keys = {"lm_head.weight": "model.language_model.embed_tokens.weight"}
+
+    def __init__(self, config: VilampConfig):
+        super().__init__(config)
+        self.model = VilampModel(config)
+        self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.model.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module):
+        self.model.set_input_embeddings(value)
+
+    def get_output_embeddings(self) -> nn.Module:
+        return self.lm_head
+
+    def num_visual_tokens(self, num_frames: int, num_keyframes: int) -> int:
+        """Length of one video's visual sequence: 196 per keyframe, 1 per other frame, 1 newline."""
+        return self.model.num_visual_tokens(num_frames, num_keyframes)
+
+    @auto_docstring(custom_intro="Builds the visual sequence of every video (reference section 4).")
+    def get_video_features(
+        self,
+        pixel_values_videos: torch.Tensor,
+        keyframe_mask: torch.Tensor,
+        query_embeds: torch.Tensor,
+        video_frame_counts: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        r"""
+        pixel_values_videos (`torch.Tensor` of shape `(total_frames, 3, height, width)`):
+            Frames of all videos, concatenated.
+        keyframe_mask (`torch.BoolTensor` of shape `(total_frames,)`):
+            Which frames are keyframes.
+        query_embeds (`torch.FloatTensor` of shape `(num_videos, query_embed_dim)`):
+            The frame scorer's embedding of each video's question.
+        video_frame_counts (`torch.LongTensor` of shape `(num_videos,)`, *optional*):
+            Frames per video.
+        """
+        return self.model.get_video_features(pixel_values_videos, keyframe_mask, query_embeds, video_frame_counts)
+
+    @can_return_tuple
+    @auto_docstring
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        pixel_values_videos: torch.Tensor | None = None,
+        keyframe_mask: torch.BoolTensor | None = None,
+        query_embeds: torch.FloatTensor | None = None,
+        video_frame_counts: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        cache: Cache | None = None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        **kwargs,
+    ) -> tuple | VilampCausalLMOutputWithPast:
+        r"""
+        pixel_values_videos (`torch.Tensor` of shape `(total_frames, 3, height, width)`, *optional*):
+            Frames of all videos in the batch, concatenated; `uint8` (normalised here) or normalised floats.
+        keyframe_mask (`torch.BoolTensor` of shape `(total_frames,)`, *optional*):
+            Which frames are keyframes, as chosen by [`VilampProcessor`].
+        query_embeds (`torch.FloatTensor` of shape `(num_videos, query_embed_dim)`, *optional*):
+            The frame scorer's embedding of each video's question.
+        video_frame_counts (`torch.LongTensor` of shape `(num_videos,)`, *optional*):
+            Frames per video when the batch holds several videos.
+        labels (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
+            Target token ids for the language modeling loss; -100 is ignored. Placeholder positions should be -100.
+        """
+        outputs = self.model(
+            input_ids=input_ids,
+            pixel_values_videos=pixel_values_videos,
+            keyframe_mask=keyframe_mask,
+            query_embeds=query_embeds,
+            video_frame_counts=video_frame_counts,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            cache=cache,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+            **kwargs,
+        )
+        hidden_states = outputs.last_hidden_state
+        slice_indices = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
+        logits = self.lm_head(hidden_states[:, slice_indices, :])
+
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(
+                logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size, **kwargs
+            )
+        return VilampCausalLMOutputWithPast(
+            loss=loss,
+            logits=logits,
+            cache=outputs.cache,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+            video_features=outputs.video_features,
+        )
+
+    def prepare_inputs_for_generation(self, *args, is_first_iteration: bool = False, **kwargs):
+        """Passes the video inputs to the prefill step only: later steps read the visual tokens from the cache."""
+        model_inputs = super().prepare_inputs_for_generation(*args, is_first_iteration=is_first_iteration, **kwargs)
+        if not is_first_iteration and kwargs.get("use_cache", True):
+            for name in VIDEO_INPUTS:
+                model_inputs.pop(name, None)
+        return model_inputs
+
+
+__all__ = ["VilampForConditionalGeneration", "VilampModel", "VilampPreTrainedModel"]
