@@ -19,9 +19,11 @@ from typing import Literal
 from huggingface_hub.dataclasses import strict
 from transformers import AutoConfig
 from transformers.configuration_utils import PreTrainedConfig, SubConfigSpec
+from transformers.utils import auto_docstring
 
 
-@strict(accept_kwargs=True)
+@auto_docstring(checkpoint="orange-sk/ViLAMP-llava-qwen")
+@strict
 class VilampConfig(PreTrainedConfig):
     r"""
     Configuration of [`VilampForConditionalGeneration`]. The defaults describe the released 7B model
@@ -121,9 +123,14 @@ class VilampConfig(PreTrainedConfig):
     dfm_temperature_init: float = 0.01
     dfm_context: Literal["released", "preceding_keyframe"] = "released"
     vision_chunk_size: int | None = None
-    pixel_mean: list[float] | tuple[float, ...] = (0.5, 0.5, 0.5)
-    pixel_std: list[float] | tuple[float, ...] = (0.5, 0.5, 0.5)
+    pixel_mean: list[float] | None = None
+    pixel_std: list[float] | None = None
     tie_word_embeddings: bool = False
+
+    def __post_init__(self, **kwargs):
+        self.pixel_mean = list(self.pixel_mean) if self.pixel_mean is not None else [0.5, 0.5, 0.5]
+        self.pixel_std = list(self.pixel_std) if self.pixel_std is not None else [0.5, 0.5, 0.5]
+        super().__post_init__(**kwargs)
 
     def validate_vilamp_settings(self):
         """Part of `@strict` validation: the ViLAMP-specific fields."""
@@ -134,7 +141,9 @@ class VilampConfig(PreTrainedConfig):
         if self.vision_chunk_size is not None and self.vision_chunk_size < 1:
             raise ValueError(f"`vision_chunk_size` must be at least 1 or None, got {self.vision_chunk_size}.")
         if len(self.pixel_mean) != 3 or len(self.pixel_std) != 3:
-            raise ValueError(f"`pixel_mean` and `pixel_std` need 3 values, got {self.pixel_mean} and {self.pixel_std}.")
+            raise ValueError(
+                f"`pixel_mean` and `pixel_std` need 3 values, got {self.pixel_mean} and {self.pixel_std}."
+            )
 
 
 __all__ = ["VilampConfig"]

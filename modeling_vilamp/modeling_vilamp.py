@@ -37,9 +37,8 @@ from .configuration_vilamp import VilampConfig
 VIDEO_INPUTS = ("pixel_values_videos", "keyframe_mask", "query_embeds", "video_frame_counts")
 
 
-
-@dataclass
 @auto_docstring(custom_intro="Output of [`VilampModel`].")
+@dataclass
 class VilampModelOutputWithPast(BaseModelOutputWithPast):
     r"""
     cache (`Cache`, *optional*):
@@ -51,8 +50,8 @@ class VilampModelOutputWithPast(BaseModelOutputWithPast):
     video_features: torch.FloatTensor | None = None
 
 
-@dataclass
 @auto_docstring(custom_intro="Output of [`VilampForConditionalGeneration`].")
+@dataclass
 class VilampCausalLMOutputWithPast(CausalLMOutputWithPast):
     r"""
     loss (`torch.FloatTensor` of shape `(1,)`, *optional*, returned when `labels` is provided):
@@ -179,7 +178,7 @@ class VilampPreTrainedModel(PreTrainedModel):
     base_model_prefix = "model"
     input_modalities = ("video", "text")
     supports_gradient_checkpointing = True
-    _no_split_modules = ["SiglipEncoderLayer", "Qwen2DecoderLayer", "VilampDifferentialFeatureMerger"]
+    _no_split_modules = ["VilampDifferentialFeatureMerger"]
     _skip_keys_device_placement = "cache"
     _supports_flash_attn = True
     _supports_sdpa = True
@@ -249,11 +248,10 @@ class VilampModel(VilampPreTrainedModel):
         return pooled.permute(0, 2, 3, 1).reshape(num_frames, self.tokens_per_keyframe, hidden_size)
 
     def _chunk_size(self, device: torch.device) -> int:
-        if self.config.vision_chunk_size is not None:
-            return self.config.vision_chunk_size
-        # Small on CPU, where a chunk's activations compete with the host memory holding the video; larger on
-        # accelerators to keep them busy.
-        return 8 if device.type == "cpu" else 64
+        # Unset: small on CPU, where a chunk's activations compete with the host memory holding the video; larger
+        # on accelerators to keep them busy.
+        device_default = 8 if device.type == "cpu" else 64
+        return self.config.vision_chunk_size if self.config.vision_chunk_size is not None else device_default
 
     def _check_video_inputs(
         self,
@@ -270,7 +268,9 @@ class VilampModel(VilampPreTrainedModel):
                 f"got {tuple(pixel_values_videos.shape)}."
             )
         if pixel_values_videos.dtype != torch.uint8 and not pixel_values_videos.is_floating_point():
-            raise ValueError(f"`pixel_values_videos` must be uint8 or floating point, got {pixel_values_videos.dtype}.")
+            raise ValueError(
+                f"`pixel_values_videos` must be uint8 or floating point, got {pixel_values_videos.dtype}."
+            )
         num_frames = pixel_values_videos.shape[0]
         if keyframe_mask is None or query_embeds is None:
             raise ValueError("`pixel_values_videos` needs `keyframe_mask` and `query_embeds` (see VilampProcessor).")
@@ -344,14 +344,13 @@ class VilampModel(VilampPreTrainedModel):
         hidden_size = self.config.text_config.hidden_size
 
         query_keys = self.feature_merger.query_proj(query_embeds.to(device, dtype))
-        # Only the context frames' keys outlive their chunk: at most one per keyframe, never one per frame.
+        # Only the context frames' keys outlive their chunk: at most one per keyframe, never one per frame. The
+        # extra last row is what slot -1 (frames that are nobody's context) reads before being overwritten.
         context_cache = torch.zeros(
-            plan.num_context_slots, self.patches_per_side**2, hidden_size, device=device, dtype=dtype
+            plan.num_context_slots + 1, self.patches_per_side**2, hidden_size, device=device, dtype=dtype
         )
         sequence = torch.empty(plan.num_rows, hidden_size, device=device, dtype=dtype)
-        sequence = sequence.index_put(
-            (plan.newline_rows,), self.image_newline.expand(plan.newline_rows.shape[0], -1)
-        )
+        sequence = sequence.index_put((plan.newline_rows,), self.image_newline.expand(plan.newline_rows.shape[0], -1))
         keyframe_offsets = torch.arange(self.tokens_per_keyframe, device=device)
 
         chunk_size = self._chunk_size(device)
@@ -371,13 +370,13 @@ class VilampModel(VilampPreTrainedModel):
             is_merged = ~is_key
             merged_features = patch_features[is_merged]
             context_index = plan.context_index[chunk][is_merged]
-            context_keys = context_cache[plan.context_slot[context_index].clamp(min=0)]
+            context_keys = context_cache[plan.context_slot[context_index]]
             # Frames before a video's first keyframe are their own context.
-            is_own_context = context_index == torch.arange(start, start + patch_features.shape[0], device=device)[is_merged]
-            context_keys[is_own_context] = self.feature_merger.context_proj(merged_features[is_own_context])
-            merged = self.feature_merger(
-                merged_features, context_keys, query_keys[plan.video_index[chunk][is_merged]]
+            is_own_context = (
+                context_index == torch.arange(start, start + patch_features.shape[0], device=device)[is_merged]
             )
+            context_keys[is_own_context] = self.feature_merger.context_proj(merged_features[is_own_context])
+            merged = self.feature_merger(merged_features, context_keys, query_keys[plan.video_index[chunk][is_merged]])
             sequence = sequence.index_put((rows[is_merged],), merged)
         return sequence
 
@@ -432,7 +431,9 @@ class VilampModel(VilampPreTrainedModel):
             )
         elif input_ids is not None and (cache is None or cache.get_seq_length() == 0):
             if bool((input_ids == self.config.video_token_id).any()):
-                raise ValueError("`input_ids` hold `<video>` placeholder tokens but no `pixel_values_videos` were given.")
+                raise ValueError(
+                    "`input_ids` hold `<video>` placeholder tokens but no `pixel_values_videos` were given."
+                )
 
         outputs = self.language_model(
             attention_mask=attention_mask,

@@ -1,0 +1,90 @@
+"""Shared helpers: tiny configs, and the parity fixtures (original-layout checkpoints with recorded outputs)."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conversion.checkpoint_mapping import convert_original_config, count_vision_layers, split_original_state_dict
+from modeling_vilamp import VilampConfig, VilampForConditionalGeneration
+
+
+FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURE_CASES = ("partial-fill", "heavy-fill")
+# The fixtures' tokenizer has 499 ids; `<video>` takes the first spare row of the 512-row embedding.
+FIXTURE_VIDEO_TOKEN_ID = 499
+
+
+def tiny_config(**overrides) -> VilampConfig:
+    """A random-weight ViLAMP small enough for CPU tests, with the real 27x27 patch grid."""
+    settings = {
+        "vision_config": {
+            "model_type": "siglip_vision_model",
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "patch_size": 2,
+            "image_size": 54,
+            "vision_use_head": False,
+        },
+        "text_config": {
+            "model_type": "qwen2",
+            "vocab_size": 512,
+            "hidden_size": 64,
+            "intermediate_size": 128,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+        },
+        "query_embed_dim": 16,
+        "video_token_id": FIXTURE_VIDEO_TOKEN_ID,
+        "num_keyframes": 4,
+    }
+    settings.update(overrides)
+    return VilampConfig(**settings)
+
+
+def tiny_model(seed: int = 0, **overrides) -> VilampForConditionalGeneration:
+    torch.manual_seed(seed)
+    return VilampForConditionalGeneration(tiny_config(**overrides)).eval()
+
+
+def load_fixture(name: str) -> dict:
+    """The original config, weights, inputs and recorded outputs of one parity case."""
+    case_dir = FIXTURES / name
+    return {
+        "dir": case_dir,
+        "case": json.loads((case_dir / "case.json").read_text()),
+        "config": json.loads((case_dir / "config.json").read_text()),
+        "weights": load_file(case_dir / "model.safetensors"),
+        "inputs": load_file(case_dir / "inputs.safetensors"),
+        "outputs": load_file(case_dir / "outputs.safetensors"),
+    }
+
+
+def fixture_model(fixture: dict) -> VilampForConditionalGeneration:
+    """The fixture's original checkpoint mapped onto `VilampForConditionalGeneration` (float32, eval)."""
+    weights = fixture["weights"]
+    config = VilampConfig(
+        **convert_original_config(fixture["config"], count_vision_layers(weights), FIXTURE_VIDEO_TOKEN_ID)
+    )
+    model = VilampForConditionalGeneration(config)
+    state = {key: tensor for where, key, tensor in split_original_state_dict(weights.items()) if where == "model"}
+    model.load_state_dict(state, strict=True)
+    return model.eval()
+
+
+def expand_video_placeholder(input_ids: torch.Tensor, num_visual_tokens: int, video_token_id: int) -> torch.Tensor:
+    """Replaces the original's -200 image index by `num_visual_tokens` copies of the `<video>` id."""
+    ids = input_ids[0]
+    position = int((ids == -200).nonzero()[0])
+    placeholder = torch.full((num_visual_tokens,), video_token_id, dtype=ids.dtype)
+    return torch.cat([ids[:position], placeholder, ids[position + 1 :]])[None]
+
+
+@pytest.fixture(scope="session", params=FIXTURE_CASES)
+def parity_case(request) -> dict:
+    return load_fixture(request.param)

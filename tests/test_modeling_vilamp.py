@@ -1,0 +1,390 @@
+"""VilampForConditionalGeneration: parity with the original, the visual sequence, generation, batching, loading."""
+
+import math
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from torch.nn import functional as F
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForImageTextToText,
+    LlavaOnevisionConfig,
+    LlavaOnevisionForConditionalGeneration,
+)
+
+from conftest import FIXTURE_VIDEO_TOKEN_ID, expand_video_placeholder, fixture_model, tiny_config, tiny_model
+from modeling_vilamp import VilampConfig, VilampForConditionalGeneration, VilampModel
+from modeling_vilamp.modeling_vilamp import plan_visual_sequence
+
+
+VIDEO_ID = FIXTURE_VIDEO_TOKEN_ID
+
+
+def random_video(num_frames: int, seed: int = 0) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (num_frames, 3, 54, 54), dtype=torch.uint8, generator=generator)
+
+
+def mask_from(indices, num_frames: int) -> torch.Tensor:
+    mask = torch.zeros(num_frames, dtype=torch.bool)
+    mask[list(indices)] = True
+    return mask
+
+
+def prompt_ids(num_visual_tokens: int, prefix=(5, 6, 7), suffix=(8, 9)) -> torch.Tensor:
+    return torch.tensor([[*prefix, *([VIDEO_ID] * num_visual_tokens), *suffix]])
+
+
+# --- parity with the original implementation -------------------------------------------------------------------
+
+
+def run_fixture(parity_case):
+    model = fixture_model(parity_case)
+    outputs = parity_case["outputs"]
+    keyframe_mask = outputs["keyframe_mask"].bool()
+    num_tokens = model.num_visual_tokens(keyframe_mask.shape[0], int(keyframe_mask.sum()))
+    inputs = {
+        "input_ids": expand_video_placeholder(
+            parity_case["inputs"]["input_ids_with_image_index"], num_tokens, VIDEO_ID
+        ),
+        "pixel_values_videos": parity_case["inputs"]["siglip_pixel_values"],
+        "keyframe_mask": keyframe_mask,
+        "query_embeds": outputs["clip_text_embeds"],
+    }
+    return model, inputs, num_tokens
+
+
+def test_fixture_inputs_embeds_and_logits_match_original(parity_case):
+    model, inputs, num_tokens = run_fixture(parity_case)
+    assert num_tokens == parity_case["case"]["visual_tokens"]
+    with torch.no_grad():
+        out = model(**inputs, output_hidden_states=True)
+    expected = parity_case["outputs"]
+    assert out.hidden_states[0].shape == expected["inputs_embeds"].shape
+    torch.testing.assert_close(out.hidden_states[0], expected["inputs_embeds"], atol=1e-4, rtol=0)
+    torch.testing.assert_close(out.logits, expected["logits"], atol=1e-4, rtol=0)
+
+
+def test_fixture_greedy_tokens_match_original(parity_case):
+    model, inputs, _ = run_fixture(parity_case)
+    generated = model.generate(**inputs, max_new_tokens=5, do_sample=False, pad_token_id=0)
+    assert generated[:, inputs["input_ids"].shape[1] :].tolist() == parity_case["outputs"]["generated_ids"].tolist()
+
+
+def test_all_keyframes_equals_llava_onevision_video_path():
+    model = tiny_model(seed=1)
+    config = model.config
+    onevision_config = LlavaOnevisionConfig(
+        vision_config=config.vision_config.to_dict(),
+        text_config=config.text_config.to_dict(),
+        video_token_id=VIDEO_ID,
+        image_token_id=VIDEO_ID - 1,
+        vision_feature_layer=-1,
+        vision_feature_select_strategy="full",
+    )
+    onevision = LlavaOnevisionForConditionalGeneration(onevision_config).eval()
+    state = {k: v for k, v in model.state_dict().items() if "feature_merger" not in k}
+    missing, unexpected = onevision.load_state_dict(state, strict=False)
+    assert set(missing) == {"model.vision_tower.post_layernorm.weight", "model.vision_tower.post_layernorm.bias"}
+    assert unexpected == []
+
+    frames = random_video(3, seed=2)
+    pixel_values = (frames.float() / 255 - 0.5) / 0.5
+    num_tokens = model.num_visual_tokens(3, 3)
+    input_ids = prompt_ids(num_tokens)
+    with torch.no_grad():
+        ours = model(
+            input_ids=input_ids,
+            pixel_values_videos=frames,
+            keyframe_mask=torch.ones(3, dtype=torch.bool),
+            query_embeds=torch.randn(1, 16),
+        ).logits
+        theirs = onevision(input_ids=input_ids, pixel_values_videos=pixel_values[None]).logits
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=0)
+
+
+# --- the visual sequence ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("rule", "expected_context"),
+    [
+        # keyframes at 2 and 5: frames 0, 1 come before any keyframe and are their own context.
+        ("released", [0, 1, 2, 0, 0, 5, 1, 1]),
+        ("preceding_keyframe", [0, 1, 2, 2, 2, 5, 5, 5]),
+    ],
+)
+def test_context_rules(rule, expected_context):
+    plan = plan_visual_sequence(mask_from([2, 5], 8), torch.tensor([8]), 196, rule)
+    non_key = [0, 1, 3, 4, 6, 7]
+    assert plan.context_index[non_key].tolist() == [expected_context[i] for i in non_key]
+
+
+def reference_merge(x, context, query, merger):
+    """Reference section 3 written out patch by patch, with explicit norms."""
+
+    def cos(a, b):
+        return (a * b).sum(-1) / (a.norm(dim=-1) * b.norm(dim=-1))
+
+    q = merger.query_proj(query)
+    relevance = torch.stack([cos(q, merger.patch_query_proj(x[p])) for p in range(x.shape[0])])
+    redundancy = torch.stack(
+        [cos(merger.context_proj(context[p]), merger.patch_context_proj(x[p])) for p in range(x.shape[0])]
+    )
+    weights = torch.exp((relevance - redundancy) / merger.temperature)
+    weights = weights / weights.sum()
+    return (weights[:, None] * x).sum(0)
+
+
+@pytest.mark.parametrize("rule", ["released", "preceding_keyframe"])
+def test_dfm_tokens_follow_reference_formula(rule):
+    model = tiny_model(seed=3, dfm_context=rule)
+    frames = random_video(8, seed=4)
+    keyframes = [2, 5]
+    query = torch.randn(1, 16)
+    with torch.no_grad():
+        sequence = model.get_video_features(frames, mask_from(keyframes, 8), query)
+        features = model.model._encode_frames(frames)  # every frame's 729 projected patches, unchunked
+        merger = model.model.feature_merger
+        context_of = {"released": {3: 0, 4: 0, 6: 1, 7: 1}, "preceding_keyframe": {3: 2, 4: 2, 6: 5, 7: 5}}[rule]
+        context_of.update({0: 0, 1: 1})
+        pooled = F.interpolate(features.view(8, 27, 27, -1).permute(0, 3, 1, 2), size=(14, 14), mode="bilinear")
+        pooled = pooled.permute(0, 2, 3, 1).reshape(8, 196, -1)
+        expected = []
+        for frame in range(8):
+            if frame in keyframes:
+                expected.append(pooled[frame])
+            else:
+                expected.append(reference_merge(features[frame], features[context_of[frame]], query[0], merger)[None])
+        expected.append(model.model.image_newline[None])
+        expected = torch.cat(expected)
+    assert sequence.shape == (196 * 2 + 6 + 1, 64)
+    torch.testing.assert_close(sequence, expected, atol=1e-5, rtol=1e-4)
+
+
+def test_dfm_weights_favour_relevant_and_novel_patches():
+    """With identity projections, the merged token leans to the patch that is like the query and unlike the context."""
+    config = tiny_config(query_embed_dim=64)
+    model = VilampForConditionalGeneration(config).eval()
+    merger = model.model.feature_merger
+    with torch.no_grad():
+        for linear in (merger.patch_query_proj, merger.patch_context_proj, merger.query_proj, merger.context_proj):
+            linear.weight.copy_(torch.eye(64))
+            linear.bias.zero_()
+        merger.temperature.fill_(0.01)
+    basis = torch.eye(64)
+    patches = torch.stack([basis[0], basis[1], basis[2]])[None]  # patch 0 = query, patch 1 = context, patch 2 = other
+    context = torch.stack([basis[3], basis[1], basis[3]])[None]
+    with torch.no_grad():
+        token = merger(patches, merger.context_proj(context), merger.query_proj(basis[0][None]))
+    assert token[0, 0] > 0.99 and token[0, 1] < 1e-6
+
+
+@pytest.mark.parametrize(("num_frames", "keyframes"), [(1, [0]), (5, [0, 4]), (12, [3, 4, 5, 11]), (7, [])])
+def test_visual_token_count(num_frames, keyframes):
+    model = tiny_model(seed=5)
+    with torch.no_grad():
+        sequence = model.get_video_features(
+            random_video(num_frames), mask_from(keyframes, num_frames), torch.randn(1, 16)
+        )
+    k = len(keyframes)
+    assert sequence.shape[0] == 196 * k + (num_frames - k) + 1 == model.num_visual_tokens(num_frames, k)
+
+
+def test_released_7b_token_arithmetic():
+    config = VilampConfig()
+    side = math.ceil(config.vision_config.image_size // config.vision_config.patch_size / 2)
+    assert side * side * 32 + (10_000 - 32) + 1 == 16_241
+
+
+@pytest.mark.parametrize("chunk_size", [1, 3, 64])
+def test_chunked_encoding_equals_unchunked(chunk_size):
+    frames, mask, query = random_video(10, seed=6), mask_from([1, 4, 8], 10), torch.randn(1, 16)
+    with torch.no_grad():
+        whole = tiny_model(seed=7, vision_chunk_size=10).get_video_features(frames, mask, query)
+        chunked = tiny_model(seed=7, vision_chunk_size=chunk_size).get_video_features(frames, mask, query)
+    torch.testing.assert_close(chunked, whole, atol=1e-5, rtol=0)
+
+
+def test_float_frames_equal_uint8_frames():
+    model = tiny_model(seed=8)
+    frames, mask, query = random_video(4), mask_from([1], 4), torch.randn(1, 16)
+    normalised = (frames.float() / 255 - 0.5) / 0.5
+    with torch.no_grad():
+        torch.testing.assert_close(
+            model.get_video_features(frames, mask, query), model.get_video_features(normalised, mask, query)
+        )
+
+
+# --- generation and batching ------------------------------------------------------------------------------------
+
+
+def test_generate_with_cache_equals_without():
+    model = tiny_model(seed=9)
+    frames, mask = random_video(6), mask_from([2, 3], 6)
+    inputs = {
+        "input_ids": prompt_ids(model.num_visual_tokens(6, 2)),
+        "pixel_values_videos": frames,
+        "keyframe_mask": mask,
+        "query_embeds": torch.randn(1, 16),
+    }
+    cached = model.generate(**inputs, max_new_tokens=6, do_sample=False, use_cache=True, pad_token_id=0)
+    uncached = model.generate(**inputs, max_new_tokens=6, do_sample=False, use_cache=False, pad_token_id=0)
+    assert cached.tolist() == uncached.tolist()
+
+
+def test_batch_of_two_videos_equals_each_alone():
+    model = tiny_model(seed=10)
+    videos = [(random_video(5, seed=11), mask_from([1, 3], 5)), (random_video(9, seed=12), mask_from([0, 4, 8], 9))]
+    queries = torch.randn(2, 16)
+    alone, prompts = [], []
+    for index, (frames, mask) in enumerate(videos):
+        ids = prompt_ids(model.num_visual_tokens(len(mask), int(mask.sum())), prefix=(5 + index, 6, 7))
+        prompts.append(ids)
+        with torch.no_grad():
+            alone.append(
+                model(
+                    input_ids=ids,
+                    pixel_values_videos=frames,
+                    keyframe_mask=mask,
+                    query_embeds=queries[index : index + 1],
+                ).logits
+            )
+    width = max(p.shape[1] for p in prompts)
+    # Left padding, as for generation.
+    input_ids = torch.stack([F.pad(p[0], (width - p.shape[1], 0), value=0) for p in prompts])
+    attention_mask = torch.stack(
+        [F.pad(torch.ones(p.shape[1], dtype=torch.long), (width - p.shape[1], 0)) for p in prompts]
+    )
+    with torch.no_grad():
+        batched = model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            pixel_values_videos=torch.cat([v[0] for v in videos]),
+            keyframe_mask=torch.cat([v[1] for v in videos]),
+            query_embeds=queries,
+            video_frame_counts=torch.tensor([5, 9]),
+        ).logits
+    for index, logits in enumerate(alone):
+        length = prompts[index].shape[1]
+        torch.testing.assert_close(batched[index, width - length :], logits[0], atol=1e-5, rtol=0)
+
+
+def test_loss_ignores_minus_100_and_backpropagates_to_merger():
+    model = tiny_model(seed=13).train()
+    mask = mask_from([2], 5)
+    ids = prompt_ids(model.num_visual_tokens(5, 1))
+    labels = ids.clone()
+    labels[ids == VIDEO_ID] = -100
+    out = model(
+        input_ids=ids,
+        pixel_values_videos=random_video(5),
+        keyframe_mask=mask,
+        query_embeds=torch.randn(1, 16),
+        labels=labels,
+    )
+    shifted_logits, shifted_labels = out.logits[0, :-1], labels[0, 1:]
+    expected = F.cross_entropy(shifted_logits, shifted_labels, ignore_index=-100)
+    torch.testing.assert_close(out.loss, expected)
+    out.loss.backward()
+    merger = model.model.feature_merger
+    assert merger.temperature.grad is not None and merger.temperature.grad.abs() > 0
+    assert model.model.vision_tower.embeddings.patch_embedding.weight.grad.abs().sum() > 0
+
+
+# --- bad input --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"input_ids": prompt_ids(10)}, "placeholder tokens but the videos' visual sequences have"),
+        ({"keyframe_mask": mask_from([1], 5)}, "keyframe_mask"),
+        ({"keyframe_mask": torch.tensor([0, 1, 0, 0], dtype=torch.long)}, "bool tensor"),
+        ({"query_embeds": torch.randn(1, 8)}, "query_embeds"),
+        ({"query_embeds": torch.randn(2, 16)}, "video_frame_counts"),
+        ({"pixel_values_videos": torch.zeros(4, 3, 32, 32)}, "pixel_values_videos"),
+        ({"pixel_values_videos": torch.zeros(4, 3, 54, 54, dtype=torch.int32)}, "uint8 or floating point"),
+        ({"video_frame_counts": torch.tensor([3])}, "sum to the 4 frames"),
+        ({"video_frame_counts": torch.tensor([2.0, 2.0])}, "integer tensor"),
+        ({"keyframe_mask": None}, "needs `keyframe_mask`"),
+    ],
+)
+def test_bad_inputs_raise_value_error(change, message):
+    model = tiny_model(seed=14)
+    inputs = {
+        "input_ids": prompt_ids(model.num_visual_tokens(4, 1)),
+        "pixel_values_videos": random_video(4),
+        "keyframe_mask": mask_from([1], 4),
+        "query_embeds": torch.randn(1, 16),
+    }
+    inputs.update(change)
+    with pytest.raises(ValueError, match=message):
+        model(**inputs)
+
+
+def test_placeholders_without_video_raise():
+    model = tiny_model(seed=15)
+    with pytest.raises(ValueError, match="no `pixel_values_videos`"):
+        model(input_ids=prompt_ids(3))
+
+
+# --- registration, saving and loading ---------------------------------------------------------------------------
+
+
+def test_auto_classes_resolve():
+    config = tiny_config()
+    assert isinstance(AutoConfig.for_model("vilamp", num_keyframes=8), VilampConfig)
+    assert type(AutoModel.from_config(config)) is VilampModel
+    assert type(AutoModelForImageTextToText.from_config(config)) is VilampForConditionalGeneration
+
+
+def saved_model(tmp_path):
+    model = tiny_model(seed=16)
+    model.save_pretrained(tmp_path)
+    return model
+
+
+def test_save_load_round_trip(tmp_path):
+    model = saved_model(tmp_path)
+    assert {"configuration_vilamp.py", "modeling_vilamp.py", "model.safetensors"} <= set(os.listdir(tmp_path))
+    loaded = AutoModelForImageTextToText.from_pretrained(tmp_path).eval()
+    for key, tensor in model.state_dict().items():
+        assert torch.equal(tensor, loaded.state_dict()[key]), key
+    vilamp_fields = ("video_token_id", "num_keyframes", "dfm_context", "query_embed_dim", "pixel_mean")
+    assert [getattr(loaded.config, f) for f in vilamp_fields] == [getattr(model.config, f) for f in vilamp_fields]
+    assert loaded.config.text_config.hidden_size == model.config.text_config.hidden_size
+    assert loaded.config.vision_config.num_hidden_layers == model.config.vision_config.num_hidden_layers
+
+
+def test_trust_remote_code_load_without_package(tmp_path):
+    model = saved_model(tmp_path / "model")
+    frames, mask, query = random_video(3), mask_from([1], 3), torch.randn(1, 16)
+    ids = prompt_ids(model.num_visual_tokens(3, 1))
+    with torch.no_grad():
+        expected = model(input_ids=ids, pixel_values_videos=frames, keyframe_mask=mask, query_embeds=query).logits
+    torch.save({"ids": ids, "frames": frames, "mask": mask, "query": query, "expected": expected}, tmp_path / "io.pt")
+    script = textwrap.dedent(
+        f"""
+        import importlib.util, sys, torch
+        sys.path = [p for p in sys.path if p not in ("", {os.getcwd()!r})]
+        assert importlib.util.find_spec("modeling_vilamp") is None, "the package must not be importable here"
+        from transformers import AutoModelForImageTextToText
+        model = AutoModelForImageTextToText.from_pretrained({str(tmp_path / "model")!r}, trust_remote_code=True).eval()
+        io = torch.load({str(tmp_path / "io.pt")!r})
+        with torch.no_grad():
+            logits = model(input_ids=io["ids"], pixel_values_videos=io["frames"], keyframe_mask=io["mask"],
+                           query_embeds=io["query"]).logits
+        torch.testing.assert_close(logits, io["expected"])
+        print(type(model).__module__)
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": "", "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules")}
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().startswith("transformers_modules.")
