@@ -35,6 +35,9 @@ from .configuration_vilamp import VilampConfig
 
 # Inputs that only the prefill step consumes; decoding steps reuse the KV cache instead.
 VIDEO_INPUTS = ("pixel_values_videos", "keyframe_mask", "query_embeds", "video_frame_counts")
+# What VilampProcessor returns for people (which frames, when, how relevant); the model takes and ignores them so
+# that `model.generate(**processor(...))` works.
+PROCESSOR_DETAILS = ("keyframe_indices", "frame_timestamps", "frame_relevance")
 
 
 @auto_docstring(custom_intro="Output of [`VilampModel`].")
@@ -516,6 +519,9 @@ class VilampForConditionalGeneration(VilampPreTrainedModel, GenerationMixin):
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
+        keyframe_indices: torch.LongTensor | None = None,
+        frame_timestamps: torch.Tensor | None = None,
+        frame_relevance: torch.Tensor | None = None,
         **kwargs,
     ) -> tuple | VilampCausalLMOutputWithPast:
         r"""
@@ -529,6 +535,12 @@ class VilampForConditionalGeneration(VilampPreTrainedModel, GenerationMixin):
             Frames per video when the batch holds several videos.
         labels (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
             Target token ids for the language modeling loss; -100 is ignored. Placeholder positions should be -100.
+        keyframe_indices (`torch.LongTensor`, *optional*):
+            Which frames the processor kept as keyframes, returned for people; the model ignores it.
+        frame_timestamps (`torch.Tensor`, *optional*):
+            Time in seconds of every sampled frame, returned by the processor for people; ignored.
+        frame_relevance (`torch.Tensor`, *optional*):
+            Query relevance of every sampled frame, returned by the processor for people; ignored.
         """
         outputs = self.model(
             input_ids=input_ids,
@@ -565,7 +577,7 @@ class VilampForConditionalGeneration(VilampPreTrainedModel, GenerationMixin):
         """Passes the video inputs to the prefill step only: later steps read the visual tokens from the cache."""
         model_inputs = super().prepare_inputs_for_generation(*args, is_first_iteration=is_first_iteration, **kwargs)
         if not is_first_iteration and kwargs.get("use_cache", True):
-            for name in VIDEO_INPUTS:
+            for name in VIDEO_INPUTS + PROCESSOR_DETAILS:
                 model_inputs.pop(name, None)
         return model_inputs
 

@@ -88,3 +88,44 @@ def expand_video_placeholder(input_ids: torch.Tensor, num_visual_tokens: int, vi
 @pytest.fixture(scope="session", params=FIXTURE_CASES)
 def parity_case(request) -> dict:
     return load_fixture(request.param)
+
+
+CLIP_PATH = FIXTURES / "videos" / "bigbuckbunny.mp4"  # (c) Blender Foundation, CC BY 3.0; see fixtures/videos
+
+
+def fixture_frame_scorer(fixture: dict):
+    """The fixture's CLIP frame scorer, converted from transformers' layout to open_clip's."""
+    from conversion.checkpoint_mapping import FRAME_SCORER_PREFIX, convert_frame_scorer_state_dict, frame_scorer_config
+    from processing import FrameScorer
+
+    clip_weights = {
+        key[len(FRAME_SCORER_PREFIX) :]: tensor
+        for key, tensor in fixture["weights"].items()
+        if key.startswith(FRAME_SCORER_PREFIX)
+    }
+    return FrameScorer(frame_scorer_config(fixture["config"]), convert_frame_scorer_state_dict(clip_weights))
+
+
+def fixture_tokenizer(fixture: dict):
+    """The fixture's tiny Qwen-style tokenizer with `<video>` added (id 499, the first spare embedding row)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(fixture["dir"])
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<video>"]})
+    assert tokenizer.convert_tokens_to_ids("<video>") == FIXTURE_VIDEO_TOKEN_ID
+    return tokenizer
+
+
+def fixture_processor(fixture: dict, **overrides):
+    """A processor with the fixture's tokenizer, frame scorer and selection settings, at the tiny tower's 54 px."""
+    from processing import VilampProcessor
+
+    settings = {
+        "num_keyframes": fixture["case"]["keyframes"],
+        "keyframe_similarity_threshold": fixture["case"]["f2f_thrd"],
+        "image_size": 54,
+    }
+    settings.update(overrides)
+    return VilampProcessor(
+        tokenizer=fixture_tokenizer(fixture), frame_scorer=fixture_frame_scorer(fixture), **settings
+    )

@@ -1,0 +1,189 @@
+"""VilampProcessor: fixture parity of its front end, placeholder expansion, chat template, saving and errors."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoProcessor
+
+from conftest import (
+    CLIP_PATH,
+    FIXTURE_VIDEO_TOKEN_ID,
+    fixture_frame_scorer,
+    fixture_model,
+    fixture_processor,
+    load_fixture,
+)
+from processing import VilampProcessor
+
+
+QUESTION_PROMPT = "<|im_start|>user\n<video>\n{}<|im_end|>\n<|im_start|>assistant\n"
+
+
+@pytest.fixture(scope="module")
+def heavy_fill():
+    return load_fixture("heavy-fill")
+
+
+def test_scorer_reproduces_fixture_embeddings(parity_case):
+    scorer = fixture_frame_scorer(parity_case)
+    inputs, outputs = parity_case["inputs"], parity_case["outputs"]
+    expected_images = outputs["clip_image_embeds"]
+    torch.testing.assert_close(scorer.embed_pixels(inputs["clip_pixel_values"]), expected_images, atol=1e-4, rtol=0)
+    torch.testing.assert_close(scorer.preprocess(inputs["frames_uint8"].numpy()), inputs["clip_pixel_values"])
+    texts = scorer.embed_queries([parity_case["case"]["query"]])
+    torch.testing.assert_close(texts, outputs["clip_text_embeds"], atol=1e-4, rtol=0)
+    tokens = scorer.tokenizer([parity_case["case"]["query"]])[0]
+    expected_tokens = inputs["clip_input_ids"][0]
+    assert tokens[: len(expected_tokens)].tolist() == expected_tokens.tolist()
+
+
+def test_processor_front_end_matches_original(parity_case):
+    processor = fixture_processor(parity_case)
+    frames = parity_case["inputs"]["frames_uint8"]
+    batch = processor(text=QUESTION_PROMPT.format(parity_case["case"]["query"]), videos=frames)
+    outputs = parity_case["outputs"]
+    assert batch["keyframe_mask"].long().tolist() == outputs["keyframe_mask"].tolist()
+    normalised = (batch["pixel_values_videos"].float() / 255 - 0.5) / 0.5
+    assert torch.equal(normalised, parity_case["inputs"]["siglip_pixel_values"])
+    torch.testing.assert_close(batch["query_embeds"], outputs["clip_text_embeds"], atol=1e-4, rtol=0)
+    torch.testing.assert_close(batch["frame_relevance"], outputs["relevance"], atol=1e-4, rtol=0)
+    assert batch["keyframe_indices"].tolist() == outputs["keyframe_mask"].nonzero()[:, 0].tolist()
+    assert int((batch["input_ids"] == FIXTURE_VIDEO_TOKEN_ID).sum()) == parity_case["case"]["visual_tokens"]
+
+
+def test_processor_to_model_end_to_end(parity_case):
+    """The expanded placeholders take exactly the model's visual sequence, which equals the original's."""
+    processor = fixture_processor(parity_case)
+    model = fixture_model(parity_case)
+    batch = processor(
+        text=QUESTION_PROMPT.format(parity_case["case"]["query"]), videos=parity_case["inputs"]["frames_uint8"]
+    )
+    with torch.no_grad():
+        out = model(**batch, output_hidden_states=True)
+    placeholders = batch["input_ids"][0] == FIXTURE_VIDEO_TOKEN_ID
+    expected_ids = parity_case["inputs"]["input_ids_with_image_index"][0]
+    start = int((expected_ids == -200).nonzero()[0])
+    expected_visual = parity_case["outputs"]["inputs_embeds"][0, start : start + int(placeholders.sum())]
+    torch.testing.assert_close(out.hidden_states[0][0, placeholders], expected_visual, atol=1e-4, rtol=0)
+    generated = model.generate(**batch, max_new_tokens=3, do_sample=False, pad_token_id=0)
+    assert generated.shape == (1, batch["input_ids"].shape[1] + 3)
+
+
+def test_real_clip_through_processor(heavy_fill):
+    processor = fixture_processor(heavy_fill, num_keyframes=2)
+    batch = processor(text=QUESTION_PROMPT.format("What is the rabbit doing?"), videos=str(CLIP_PATH))
+    assert batch["pixel_values_videos"].shape == (6, 3, 54, 54)
+    assert batch["frame_timestamps"].tolist() == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
+    assert int(batch["keyframe_mask"].sum()) == 2
+    assert batch["video_frame_counts"].tolist() == [6]
+    assert int((batch["input_ids"] == FIXTURE_VIDEO_TOKEN_ID).sum()) == 196 * 2 + 4 + 1
+
+
+def test_chat_template_and_apply_chat_template(heavy_fill):
+    processor = fixture_processor(heavy_fill, num_keyframes=2)
+    messages = [
+        {"role": "user", "content": [{"type": "video", "path": str(CLIP_PATH)}, {"type": "text", "text": "Why?"}]}
+    ]
+    prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
+    assert prompt == (
+        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+        "<|im_start|>user\n<video>\nWhy?<|im_end|>\n<|im_start|>assistant\n"
+    )
+    batch = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)
+    direct = processor(text=prompt, videos=str(CLIP_PATH), query="Why?")
+    for key in ("input_ids", "keyframe_mask", "query_embeds", "pixel_values_videos"):
+        assert torch.equal(batch[key], direct[key]), key
+
+
+def test_query_is_taken_from_the_user_words(heavy_fill):
+    processor = fixture_processor(heavy_fill)
+    frames = np.zeros((3, 48, 64, 3), dtype=np.uint8)
+    prompt = "<|im_start|>system\nBe brief.<|im_end|>\n" + QUESTION_PROMPT.format("Where is the cup?")
+    implicit = processor(text=prompt, videos=frames)
+    explicit = processor(text=prompt, videos=frames, query="Where is the cup?")
+    assert torch.equal(implicit["query_embeds"], explicit["query_embeds"])
+
+
+def test_batch_of_prompts_and_videos(heavy_fill):
+    processor = fixture_processor(heavy_fill)
+    frames = heavy_fill["inputs"]["frames_uint8"]
+    batch = processor(
+        text=[QUESTION_PROMPT.format("A?"), QUESTION_PROMPT.format("B?")], videos=[frames[:5], frames[10:30]]
+    )
+    assert batch["video_frame_counts"].tolist() == [5, 20]
+    assert batch["pixel_values_videos"].shape[0] == 25
+    assert batch["query_embeds"].shape == (2, 16)
+    counts = (batch["input_ids"] == FIXTURE_VIDEO_TOKEN_ID).sum(1).tolist()
+    assert counts == [196 * 5 + 1, 196 * 8 + 12 + 1]
+
+
+def test_short_video_selects_every_frame(heavy_fill):
+    processor = fixture_processor(heavy_fill)
+    batch = processor(text=QUESTION_PROMPT.format("Q?"), videos=heavy_fill["inputs"]["frames_uint8"][:3])
+    assert batch["keyframe_mask"].all()
+
+
+@pytest.mark.parametrize(
+    ("text", "videos", "error", "message"),
+    [
+        ("no placeholder here", np.zeros((2, 8, 8, 3), np.uint8), ValueError, "0 <video> placeholders"),
+        ("<video> twice <video>", np.zeros((2, 8, 8, 3), np.uint8), ValueError, "2 <video> placeholders"),
+        ("<video> What?", None, ValueError, "1 <video> placeholders"),
+        ("<video> What?", "/nonexistent/clip.mp4", FileNotFoundError, "/nonexistent/clip.mp4"),
+        ("<video> What?", np.zeros((0, 8, 8, 3), np.uint8), ValueError, "zero frames"),
+        ("<video>", np.zeros((2, 8, 8, 3), np.uint8), ValueError, "No question found"),
+    ],
+)
+def test_bad_inputs(heavy_fill, text, videos, error, message):
+    processor = fixture_processor(heavy_fill)
+    with pytest.raises(error, match=message):
+        processor(text=text, videos=videos)
+
+
+def test_save_load_round_trip(heavy_fill, tmp_path):
+    processor = fixture_processor(heavy_fill)
+    processor.save_pretrained(tmp_path)
+    files = set(os.listdir(tmp_path))
+    assert {"frame_scorer.safetensors", "frame_scorer_config.json", "processor_config.json", "tokenizer.json"} <= files
+    assert not any(name.endswith((".bin", ".pt", ".pkl")) for name in files)
+    loaded = AutoProcessor.from_pretrained(tmp_path)
+    assert isinstance(loaded, VilampProcessor)
+    assert loaded.num_keyframes == processor.num_keyframes and loaded.image_size == 54
+    frames = heavy_fill["inputs"]["frames_uint8"]
+    first, second = (
+        processor(text=QUESTION_PROMPT.format("Q?"), videos=frames),
+        loaded(text=QUESTION_PROMPT.format("Q?"), videos=frames),
+    )
+    for key in first:
+        assert torch.equal(first[key], second[key]), key
+
+
+def test_trust_remote_code_load_in_fresh_process(heavy_fill, tmp_path):
+    processor = fixture_processor(heavy_fill)
+    processor.save_pretrained(tmp_path / "processor")
+    frames = heavy_fill["inputs"]["frames_uint8"]
+    expected = processor(text=QUESTION_PROMPT.format("Q?"), videos=frames)
+    torch.save({"frames": frames, "expected": dict(expected)}, tmp_path / "io.pt")
+    script = textwrap.dedent(
+        f"""
+        import importlib.util, sys, torch
+        sys.path = [p for p in sys.path if p not in ("", {os.getcwd()!r})]
+        assert importlib.util.find_spec("processing") is None, "the package must not be importable here"
+        from transformers import AutoProcessor
+        processor = AutoProcessor.from_pretrained({str(tmp_path / "processor")!r}, trust_remote_code=True)
+        io = torch.load({str(tmp_path / "io.pt")!r})
+        batch = processor(text={QUESTION_PROMPT.format("Q?")!r}, videos=io["frames"])
+        for key, value in io["expected"].items():
+            assert torch.equal(batch[key], value), key
+        print(type(processor).__module__)
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": "", "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules")}
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().startswith("transformers_modules.")
