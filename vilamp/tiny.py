@@ -1,0 +1,82 @@
+"""
+The embedded default: a tiny ViLAMP with random weights and the bundled Big Buck Bunny clip, built on the fly so
+that the whole pipeline (file -> frames -> keyframes -> tokens -> answer) runs anywhere without a download.
+Its answers are noise: it shows the mechanics, not the model's knowledge.
+"""
+
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import PreTrainedTokenizerFast
+
+from modeling_vilamp import VilampConfig, VilampForConditionalGeneration
+from processing import FrameScorer, VilampProcessor
+
+
+# "Big Buck Bunny" excerpt, (c) Blender Foundation, www.bigbuckbunny.org, CC BY 3.0.
+BUNDLED_CLIP = Path(__file__).parent / "assets" / "bigbuckbunny.mp4"
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<video>"]
+TINY_SCORER = {
+    "embed_dim": 16,
+    "quick_gelu": True,
+    "vision_cfg": {"image_size": 32, "layers": 2, "width": 32, "patch_size": 8, "head_width": 16, "mlp_ratio": 2.0},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2, "mlp_ratio": 2.0},
+}
+
+
+def tiny_tokenizer(vocab_size: int = 300) -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer with Qwen's chat tokens and `<video>`, trained in milliseconds on a sentence."""
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(["You are a helpful assistant. What happens in this video, and when?"], trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        additional_special_tokens=["<|im_start|>", "<video>"],
+    )
+
+
+def tiny_model_and_processor(seed: int = 0) -> tuple[VilampForConditionalGeneration, VilampProcessor]:
+    """A random-weight ViLAMP (27x27 patch grid as in the real model, tiny widths) and its processor."""
+    torch.manual_seed(seed)
+    tokenizer = tiny_tokenizer()
+    config = VilampConfig(
+        vision_config={
+            "model_type": "siglip_vision_model",
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "patch_size": 2,
+            "image_size": 54,
+            "vision_use_head": False,
+        },
+        text_config={
+            "model_type": "qwen2",
+            "vocab_size": len(tokenizer),
+            "hidden_size": 64,
+            "intermediate_size": 128,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "eos_token_id": tokenizer.eos_token_id,
+            "pad_token_id": tokenizer.pad_token_id,
+        },
+        query_embed_dim=TINY_SCORER["embed_dim"],
+        video_token_id=tokenizer.convert_tokens_to_ids("<video>"),
+        num_keyframes=2,
+    )
+    model = VilampForConditionalGeneration(config).eval()
+    processor = VilampProcessor(
+        tokenizer=tokenizer, frame_scorer=FrameScorer(TINY_SCORER), num_keyframes=2, image_size=54
+    )
+    return model, processor
