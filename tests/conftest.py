@@ -129,3 +129,32 @@ def fixture_processor(fixture: dict, **overrides):
     return VilampProcessor(
         tokenizer=fixture_tokenizer(fixture), frame_scorer=fixture_frame_scorer(fixture), **settings
     )
+
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_PACKAGES = ("modeling_vilamp", "processing", "conversion", "vilamp")
+
+
+def run_without_project(script: str, workdir: Path):
+    """
+    Runs `script` in a fresh Python where none of this project's packages can be imported, as for a Hub user with
+    only transformers installed: the project root leaves `sys.path` and an editable install's finder is dropped.
+    """
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    prelude = textwrap.dedent(
+        f"""
+        import importlib.util, os, sys
+        sys.path = [p for p in sys.path if os.path.abspath(p or ".") != {str(PROJECT_ROOT)!r}]
+        sys.meta_path = [f for f in sys.meta_path if not getattr(f, "__module__", "").startswith("__editable__")]
+        for name in {PROJECT_PACKAGES!r}:
+            assert importlib.util.find_spec(name) is None, name + " must not be importable here"
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": "", "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(workdir / "modules")}
+    return subprocess.run(
+        [sys.executable, "-c", prelude + textwrap.dedent(script)], cwd=workdir, env=env, capture_output=True, text=True
+    )

@@ -2,8 +2,6 @@
 
 import math
 import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
@@ -17,7 +15,14 @@ from transformers import (
     LlavaOnevisionForConditionalGeneration,
 )
 
-from conftest import FIXTURE_VIDEO_TOKEN_ID, expand_video_placeholder, fixture_model, tiny_config, tiny_model
+from conftest import (
+    FIXTURE_VIDEO_TOKEN_ID,
+    expand_video_placeholder,
+    fixture_model,
+    run_without_project,
+    tiny_config,
+    tiny_model,
+)
 from modeling_vilamp import VilampConfig, VilampForConditionalGeneration, VilampModel
 from modeling_vilamp.modeling_vilamp import plan_visual_sequence
 
@@ -371,9 +376,7 @@ def test_trust_remote_code_load_without_package(tmp_path):
     torch.save({"ids": ids, "frames": frames, "mask": mask, "query": query, "expected": expected}, tmp_path / "io.pt")
     script = textwrap.dedent(
         f"""
-        import importlib.util, sys, torch
-        sys.path = [p for p in sys.path if p not in ("", {os.getcwd()!r})]
-        assert importlib.util.find_spec("modeling_vilamp") is None, "the package must not be importable here"
+        import torch
         from transformers import AutoModelForImageTextToText
         model = AutoModelForImageTextToText.from_pretrained({str(tmp_path / "model")!r}, trust_remote_code=True).eval()
         io = torch.load({str(tmp_path / "io.pt")!r})
@@ -384,7 +387,6 @@ def test_trust_remote_code_load_without_package(tmp_path):
         print(type(model).__module__)
         """
     )
-    env = {**os.environ, "PYTHONPATH": "", "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules")}
-    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True)
+    result = run_without_project(script, tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().startswith("transformers_modules.")
