@@ -9,6 +9,7 @@ from safetensors.torch import load_file
 
 from conversion.checkpoint_mapping import convert_original_config, count_vision_layers, split_original_state_dict
 from modeling_vilamp import VilampConfig, VilampForConditionalGeneration
+from vilamp.tiny import TINY_TEXT_CONFIG, TINY_VISION_CONFIG
 
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -20,25 +21,8 @@ FIXTURE_VIDEO_TOKEN_ID = 499
 def tiny_config(**overrides) -> VilampConfig:
     """A random-weight ViLAMP small enough for CPU tests, with the real 27x27 patch grid."""
     settings = {
-        "vision_config": {
-            "model_type": "siglip_vision_model",
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 2,
-            "patch_size": 2,
-            "image_size": 54,
-            "vision_use_head": False,
-        },
-        "text_config": {
-            "model_type": "qwen2",
-            "vocab_size": 512,
-            "hidden_size": 64,
-            "intermediate_size": 128,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "num_key_value_heads": 2,
-        },
+        "vision_config": TINY_VISION_CONFIG,
+        "text_config": {**TINY_TEXT_CONFIG, "vocab_size": 512},
         "query_embed_dim": 16,
         "video_token_id": FIXTURE_VIDEO_TOKEN_ID,
         "num_keyframes": 4,

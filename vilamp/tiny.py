@@ -17,6 +17,25 @@ from processing import FrameScorer, VilampProcessor
 # "Big Buck Bunny" excerpt, (c) Blender Foundation, www.bigbuckbunny.org, CC BY 3.0.
 BUNDLED_CLIP = Path(__file__).parent / "assets" / "bigbuckbunny.mp4"
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<video>"]
+# SigLIP with the real 27x27 patch grid (54 px, patch 2) at tiny width, and a tiny Qwen2.
+TINY_VISION_CONFIG = {
+    "model_type": "siglip_vision_model",
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "patch_size": 2,
+    "image_size": 54,
+    "vision_use_head": False,
+}
+TINY_TEXT_CONFIG = {
+    "model_type": "qwen2",
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+}
 TINY_SCORER = {
     "embed_dim": 16,
     "quick_gelu": True,
@@ -50,24 +69,10 @@ def tiny_model_and_processor(seed: int = 0) -> tuple[VilampForConditionalGenerat
     torch.manual_seed(seed)
     tokenizer = tiny_tokenizer()
     config = VilampConfig(
-        vision_config={
-            "model_type": "siglip_vision_model",
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 2,
-            "patch_size": 2,
-            "image_size": 54,
-            "vision_use_head": False,
-        },
+        vision_config=TINY_VISION_CONFIG,
         text_config={
-            "model_type": "qwen2",
+            **TINY_TEXT_CONFIG,
             "vocab_size": len(tokenizer),
-            "hidden_size": 64,
-            "intermediate_size": 128,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "num_key_value_heads": 2,
             "eos_token_id": tokenizer.eos_token_id,
             "pad_token_id": tokenizer.pad_token_id,
         },
