@@ -34,7 +34,14 @@ from transformers.utils import auto_docstring, cached_file
 
 from .frame_scoring import CONFIG_NAME, WEIGHTS_NAME, FrameScorer
 from .keyframes import frame_relevance, select_keyframes
-from .video_decoding import VideoInput, iter_frame_chunks, open_video, resize_frames, sample_frame_indices
+from .video_decoding import (
+    VideoInput,
+    is_frame_list,
+    iter_frame_chunks,
+    open_video,
+    resize_frames,
+    sample_frame_indices,
+)
 
 
 SCORER_FILES = (WEIGHTS_NAME, CONFIG_NAME)
@@ -277,12 +284,12 @@ class VilampProcessor(ProcessorMixin):
         if isinstance(videos, (str, os.PathLike, np.ndarray, torch.Tensor)):
             return [videos]
         videos = list(videos)
-        if videos and all(hasattr(frame, "convert") for frame in videos):
-            return [videos]  # one video given as a list of PIL images
+        if videos and is_frame_list(videos):
+            return [videos]
         flat = []
         for item in videos:
             # A list per prompt, as apply_chat_template passes videos; a list of PIL images stays one video.
-            is_nested = isinstance(item, (list, tuple)) and not all(hasattr(frame, "convert") for frame in item)
+            is_nested = isinstance(item, (list, tuple)) and not is_frame_list(item)
             flat.extend(item if is_nested else [item])
         return flat
 

@@ -20,6 +20,11 @@ from PIL import Image
 VideoInput = str | os.PathLike | np.ndarray | torch.Tensor | Sequence[Image.Image]
 
 
+def is_frame_list(video) -> bool:
+    """Whether `video` is one video given as a list (or tuple) of PIL images."""
+    return isinstance(video, (list, tuple)) and all(isinstance(frame, Image.Image) for frame in video)
+
+
 def sample_frame_indices(num_frames: int, native_fps: float, fps: float, max_frames: int | None) -> np.ndarray:
     """
     Indices of the frames kept from a video of `num_frames` frames at `native_fps`: every `int(native_fps / fps)`-th
@@ -61,7 +66,7 @@ def open_video(video: VideoInput, decoded_fps: float = 1.0) -> VideoSource:
         return _open_video_file(Path(video))
     if isinstance(video, torch.Tensor):
         video = video.cpu().numpy()
-    if isinstance(video, (list, tuple)) and all(isinstance(frame, Image.Image) for frame in video):
+    if is_frame_list(video):
         video = (
             np.stack([np.asarray(frame.convert("RGB")) for frame in video])
             if video
