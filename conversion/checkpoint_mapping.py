@@ -12,6 +12,7 @@ import re
 from collections.abc import Iterable, Iterator
 
 import torch
+from transformers import CLIPConfig
 
 
 FRAME_SCORER_PREFIX = "model.frame_selector.model."
@@ -286,3 +287,29 @@ def open_clip_config_from_transformers(clip_config: dict) -> dict:
             "mlp_ratio": text["intermediate_size"] / text["hidden_size"],
         },
     }
+
+
+def transformers_clip_config(open_clip_config: dict) -> CLIPConfig:
+    """A transformers `CLIPConfig` for open_clip `CLIP` keyword arguments (QuickGELU towers)."""
+    vision, text = open_clip_config["vision_cfg"], open_clip_config["text_cfg"]
+    return CLIPConfig(
+        projection_dim=open_clip_config["embed_dim"],
+        vision_config={
+            "hidden_size": vision["width"],
+            "intermediate_size": int(vision["width"] * vision.get("mlp_ratio", 4.0)),
+            "num_hidden_layers": vision["layers"],
+            "num_attention_heads": vision["width"] // vision["head_width"],
+            "patch_size": vision["patch_size"],
+            "image_size": vision["image_size"],
+            "hidden_act": "quick_gelu",
+        },
+        text_config={
+            "hidden_size": text["width"],
+            "intermediate_size": int(text["width"] * text.get("mlp_ratio", 4.0)),
+            "num_hidden_layers": text["layers"],
+            "num_attention_heads": text["heads"],
+            "vocab_size": text["vocab_size"],
+            "max_position_embeddings": text["context_length"],
+            "hidden_act": "quick_gelu",
+        },
+    )

@@ -64,7 +64,9 @@ class FrameScorer:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         state = {key: tensor.contiguous() for key, tensor in self.model.state_dict().items()}
-        save_file(state, directory / WEIGHTS_NAME, metadata={"format": "pt", "layout": "open_clip"})
+        # One metadata entry only: safetensors writes metadata from a hash map, so several would make the file's
+        # bytes differ between runs.
+        save_file(state, directory / WEIGHTS_NAME, metadata={"format": "pt"})
         (directory / CONFIG_NAME).write_text(json.dumps(self.config, indent=2, sort_keys=True) + "\n")
 
     def preprocess(self, frames: np.ndarray) -> torch.Tensor:

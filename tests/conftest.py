@@ -61,14 +61,6 @@ def fixture_model(fixture: dict) -> VilampForConditionalGeneration:
     return model.eval()
 
 
-def expand_video_placeholder(input_ids: torch.Tensor, num_visual_tokens: int, video_token_id: int) -> torch.Tensor:
-    """Replaces the original's -200 image index by `num_visual_tokens` copies of the `<video>` id."""
-    ids = input_ids[0]
-    position = int((ids == -200).nonzero()[0])
-    placeholder = torch.full((num_visual_tokens,), video_token_id, dtype=ids.dtype)
-    return torch.cat([ids[:position], placeholder, ids[position + 1 :]])[None]
-
-
 @pytest.fixture(scope="session", params=FIXTURE_CASES)
 def parity_case(request) -> dict:
     return load_fixture(request.param)

@@ -17,12 +17,12 @@ from transformers import (
 
 from conftest import (
     FIXTURE_VIDEO_TOKEN_ID,
-    expand_video_placeholder,
     fixture_model,
     run_without_project,
     tiny_config,
     tiny_model,
 )
+from conversion.verify_conversion import expand_image_index
 from modeling_vilamp import VilampConfig, VilampForConditionalGeneration, VilampModel
 from modeling_vilamp.modeling_vilamp import plan_visual_sequence
 
@@ -54,9 +54,7 @@ def run_fixture(parity_case):
     keyframe_mask = outputs["keyframe_mask"].bool()
     num_tokens = model.num_visual_tokens(keyframe_mask.shape[0], int(keyframe_mask.sum()))
     inputs = {
-        "input_ids": expand_video_placeholder(
-            parity_case["inputs"]["input_ids_with_image_index"], num_tokens, VIDEO_ID
-        ),
+        "input_ids": expand_image_index(parity_case["inputs"]["input_ids_with_image_index"], num_tokens, VIDEO_ID),
         "pixel_values_videos": parity_case["inputs"]["siglip_pixel_values"],
         "keyframe_mask": keyframe_mask,
         "query_embeds": outputs["clip_text_embeds"],

@@ -1,0 +1,368 @@
+"""
+Converts the released ViLAMP checkpoint (`orange-sk/ViLAMP-llava-qwen`, LLaVA-NeXT layout) into a repository that
+`AutoModelForImageTextToText` and `AutoProcessor` load with `trust_remote_code=True`:
+
+    python -m conversion.convert_vilamp_to_hf --checkpoint orange-sk/ViLAMP-llava-qwen --output ViLAMP-hf
+
+Tensors are read one at a time and written shard by shard, so peak memory is about one output shard, not the model.
+Each source tensor is routed by `checkpoint_mapping` (model, frame scorer, or an explicit drop with its reason);
+unknown, missing and misshapen tensors stop the conversion with an error naming them.
+"""
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+from transformers import AutoTokenizer, CLIPModel, GenerationConfig, PreTrainedConfig
+from transformers.dynamic_module_utils import custom_object_save
+from transformers.utils.hub import convert_file_size_to_int
+
+from modeling_vilamp import VilampConfig, VilampForConditionalGeneration
+from processing import FrameScorer, VilampProcessor
+
+from .checkpoint_mapping import (
+    FRAME_SCORER_PREFIX,
+    convert_frame_scorer_state_dict,
+    convert_original_config,
+    count_vision_layers,
+    frame_scorer_config,
+    route_original_key,
+    transformers_clip_config,
+)
+from .model_card import render_model_card
+from .original_checkpoint import (
+    ConversionError,
+    iter_original_tensors,
+    list_original_keys,
+    list_weight_files,
+    read_original_config,
+    resolve_checkpoint,
+)
+
+
+DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+VIDEO_TOKEN = "<video>"
+# Turn ends of the Qwen chat format; generation stops at either.
+STOP_TOKENS = ("<|im_end|>", "<|endoftext|>")
+# Verification reloads and runs the converted model; above this size it is opt-in.
+VERIFY_BY_DEFAULT_MAX_PARAMETERS = 1_000_000_000
+
+
+@dataclass
+class ShardWriter:
+    """
+    Writes tensors into safetensors shards of at most `max_shard_size` bytes as they arrive (a tensor larger than
+    that gets a shard of its own), then names them as transformers does and writes the index.
+    """
+
+    directory: Path
+    max_shard_size: int
+    _pending: dict[str, torch.Tensor] = field(default_factory=dict)
+    _pending_bytes: int = 0
+    _shard_keys: list[list[str]] = field(default_factory=list)
+    total_size: int = 0
+
+    def add(self, key: str, tensor: torch.Tensor) -> None:
+        size = tensor.numel() * tensor.element_size()
+        if self._pending and self._pending_bytes + size > self.max_shard_size:
+            self._flush()
+        self._pending[key] = tensor.contiguous()
+        self._pending_bytes += size
+        self.total_size += size
+
+    def _flush(self) -> None:
+        save_file(self._pending, self._temporary_name(len(self._shard_keys)), metadata={"format": "pt"})
+        self._shard_keys.append(sorted(self._pending))
+        self._pending, self._pending_bytes = {}, 0
+
+    def _temporary_name(self, index: int) -> Path:
+        return self.directory / f".shard-{index}.safetensors.partial"
+
+    def finish(self) -> list[str]:
+        """Writes the last shard, gives every shard its final name, writes the index; returns the file names."""
+        if self._pending:
+            self._flush()
+        count = len(self._shard_keys)
+        if count == 1:
+            names = ["model.safetensors"]
+        else:
+            names = [f"model-{index + 1:05d}-of-{count:05d}.safetensors" for index in range(count)]
+        for index, name in enumerate(names):
+            os.replace(self._temporary_name(index), self.directory / name)
+        if count > 1:
+            weight_map = {key: name for name, keys in zip(names, self._shard_keys, strict=True) for key in keys}
+            index = {"metadata": {"total_size": self.total_size}, "weight_map": dict(sorted(weight_map.items()))}
+            (self.directory / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
+        return names
+
+
+def meta_model(config: VilampConfig) -> VilampForConditionalGeneration:
+    """The target model without storage: its state dict gives every expected key and shape."""
+    with torch.device("meta"):
+        return VilampForConditionalGeneration(config)
+
+
+def convert_weights(
+    weight_files: Sequence[Path],
+    expected_shapes: dict[str, torch.Size],
+    writer: ShardWriter,
+    dtype: torch.dtype,
+    log=print,
+) -> dict[str, torch.Tensor]:
+    """
+    Streams the source tensors into `writer` (model tensors, cast to `dtype`) and returns the frame scorer's
+    tensors in transformers' CLIPModel layout. Raises `ConversionError` for an unknown key, a shape that does not
+    match, or a model tensor the checkpoint lacks.
+    """
+    scorer_tensors: dict[str, torch.Tensor] = {}
+    written: set[str] = set()
+    dropped: dict[str, list[str]] = {}
+    for key, tensor in iter_original_tensors(weight_files):
+        try:
+            destination, target = route_original_key(key)
+        except KeyError as error:
+            raise ConversionError(error.args[0]) from None
+        if destination == "frame_scorer":
+            scorer_tensors[target] = tensor
+        elif destination == "dropped":
+            dropped.setdefault(target, []).append(key)
+        elif destination == "model":
+            if target not in expected_shapes:
+                raise ConversionError(f"Source tensor {key!r} maps to {target!r}, which the model does not have.")
+            if tensor.shape != expected_shapes[target]:
+                raise ConversionError(
+                    f"Source tensor {key!r} has shape {tuple(tensor.shape)}; {target!r} needs "
+                    f"{tuple(expected_shapes[target])}."
+                )
+            writer.add(target, tensor.to(dtype) if tensor.is_floating_point() else tensor)
+            written.add(target)
+    missing = sorted(set(expected_shapes) - written)
+    if missing:
+        raise ConversionError(f"The checkpoint lacks {len(missing)} model tensors: {', '.join(missing)}.")
+    for reason, keys in dropped.items():
+        log(f"Dropped {len(keys)} tensors ({keys[0]}, ...): {reason}")
+    return scorer_tensors
+
+
+def check_frame_scorer_tensors(original_config: dict, clip_tensors: dict[str, torch.Tensor]) -> None:
+    """Every tensor of the scorer's transformers `CLIPModel` is present with its shape, and nothing else is."""
+    clip_config = transformers_clip_config(frame_scorer_config(original_config))
+    with torch.device("meta"):
+        expected = {key: tensor.shape for key, tensor in CLIPModel(clip_config).state_dict().items()}
+    present = {key: tensor for key, tensor in clip_tensors.items() if not key.endswith("position_ids")}
+    expected = {key: shape for key, shape in expected.items() if not key.endswith("position_ids")}
+    missing = sorted(FRAME_SCORER_PREFIX + key for key in set(expected) - set(present))
+    extra = sorted(FRAME_SCORER_PREFIX + key for key in set(present) - set(expected))
+    if missing or extra:
+        raise ConversionError(f"Frame scorer tensors: missing {missing or 'none'}, unexpected {extra or 'none'}.")
+    for key, tensor in present.items():
+        if tensor.shape != expected[key]:
+            raise ConversionError(
+                f"Frame scorer tensor {FRAME_SCORER_PREFIX + key!r} has shape {tuple(tensor.shape)}; its config "
+                f"needs {tuple(expected[key])}."
+            )
+
+
+def build_frame_scorer(original_config: dict, clip_tensors: dict[str, torch.Tensor]) -> FrameScorer:
+    """The frame scorer in open_clip's layout, float32 (it runs on the CPU inside the processor)."""
+    check_frame_scorer_tensors(original_config, clip_tensors)
+    state_dict = convert_frame_scorer_state_dict({key: tensor.float() for key, tensor in clip_tensors.items()})
+    return FrameScorer(frame_scorer_config(original_config), state_dict)
+
+
+def load_tokenizer_with_video_token(source: Path):
+    """The checkpoint's Qwen2 tokenizer with `<video>` added as a special token (kept if already there)."""
+    try:
+        # A blank config keeps AutoTokenizer from parsing the original config (model type "llava_qwen", unknown to
+        # transformers); the tokenizer class comes from tokenizer_config.json.
+        tokenizer = AutoTokenizer.from_pretrained(source, config=PreTrainedConfig())
+    except (OSError, ValueError) as error:
+        raise ConversionError(f"Could not load the tokenizer from {source}: {error}") from None
+    if VIDEO_TOKEN not in tokenizer.get_vocab():
+        tokenizer.add_special_tokens({"additional_special_tokens": [VIDEO_TOKEN]})
+    return tokenizer
+
+
+def build_generation_config(source: Path, tokenizer) -> GenerationConfig:
+    """The checkpoint's generation config when it ships one, else greedy decoding that stops at the turn's end."""
+    if (source / "generation_config.json").is_file():
+        generation_config = GenerationConfig.from_pretrained(source)
+    else:
+        vocab = tokenizer.get_vocab()
+        generation_config = GenerationConfig(
+            do_sample=False,
+            eos_token_id=[vocab[token] for token in STOP_TOKENS if token in vocab] or None,
+        )
+    if generation_config.pad_token_id is None:
+        generation_config.pad_token_id = tokenizer.pad_token_id
+    return generation_config
+
+
+def build_config(original_config: dict, num_vision_layers: int, video_token_id: int, dtype: torch.dtype):
+    try:
+        config = VilampConfig(**convert_original_config(original_config, num_vision_layers, video_token_id))
+    except (KeyError, ValueError) as error:
+        raise ConversionError(f"config.json: {error}") from None
+    vocab_size = config.text_config.vocab_size
+    if video_token_id >= vocab_size:
+        raise ConversionError(
+            f"The tokenizer gives {VIDEO_TOKEN} id {video_token_id}, past the {vocab_size} embedding rows."
+        )
+    config.architectures = [VilampForConditionalGeneration.__name__]
+    config.dtype = dtype
+    return config
+
+
+def convert_checkpoint(
+    checkpoint: str | os.PathLike,
+    output: str | os.PathLike,
+    dtype: str = "bfloat16",
+    max_shard_size: str | int = "5GB",
+    source_repo_id: str | None = None,
+    license_id: str | None = None,
+    repo_id: str | None = None,
+    log=print,
+) -> Path:
+    """
+    Converts `checkpoint` (a directory or Hub id) into `output`: weights, config and code, tokenizer, processor,
+    frame scorer, generation config and model card. Returns the output directory.
+    """
+    if dtype not in DTYPES:
+        raise ConversionError(f"--dtype must be one of {sorted(DTYPES)}, not {dtype!r}.")
+    source = resolve_checkpoint(str(checkpoint))
+    output = Path(output)
+    if output.resolve() == source.resolve():
+        raise ConversionError("--output must differ from --checkpoint.")
+    output.mkdir(parents=True, exist_ok=True)
+    leftovers = sorted(p.name for p in output.iterdir() if p.suffix in (".safetensors", ".bin", ".partial"))
+    if leftovers:
+        raise ConversionError(f"--output {output} already holds weight files ({', '.join(leftovers)}); empty it.")
+
+    original_config = read_original_config(source)
+    weight_files = list_weight_files(source)
+    log(f"Reading {len(weight_files)} weight file(s) from {source}")
+    tokenizer = load_tokenizer_with_video_token(source)
+    video_token_id = tokenizer.convert_tokens_to_ids(VIDEO_TOKEN)
+    try:
+        num_vision_layers = count_vision_layers(list_original_keys(weight_files))
+    except KeyError as error:
+        raise ConversionError(error.args[0]) from None
+    config = build_config(original_config, num_vision_layers, video_token_id, DTYPES[dtype])
+
+    target = meta_model(config)
+    expected_shapes = {key: tensor.shape for key, tensor in target.state_dict().items()}
+    writer = ShardWriter(output, convert_file_size_to_int(max_shard_size))
+    clip_tensors = convert_weights(weight_files, expected_shapes, writer, DTYPES[dtype], log=log)
+    shard_names = writer.finish()
+    size_mb = writer.total_size / 1e6
+    log(f"Wrote {len(expected_shapes)} tensors ({size_mb:,.1f} MB, {dtype}) in {len(shard_names)} shard(s)")
+
+    # Registers both auto classes in `auto_map` (AutoModel loads the base model) and copies the code files.
+    for module in (target, target.model):
+        custom_object_save(module, output, config=config)
+    config.save_pretrained(output)
+    build_generation_config(source, tokenizer).save_pretrained(output)
+    processor = VilampProcessor(
+        tokenizer=tokenizer,
+        frame_scorer=build_frame_scorer(original_config, clip_tensors),
+        video_token=VIDEO_TOKEN,
+        num_keyframes=config.num_keyframes,
+        keyframe_similarity_threshold=config.keyframe_similarity_threshold,
+        keyframe_relevance_threshold=config.keyframe_relevance_threshold,
+        image_size=config.vision_config.image_size,
+        tokens_per_keyframe=target.model.tokens_per_keyframe,
+    )
+    processor.save_pretrained(output)
+    card = render_model_card(
+        config,
+        tokens_per_keyframe=target.model.tokens_per_keyframe,
+        source_repo_id=source_repo_id or (str(checkpoint) if not Path(checkpoint).is_dir() else None),
+        license_id=license_id,
+        repo_id=repo_id or str(output),
+    )
+    (output / "README.md").write_text(card)
+    log(f"Wrote config, code, tokenizer ({VIDEO_TOKEN} = {video_token_id}), processor, frame scorer and model card")
+    return output
+
+
+def push_to_hub(output: Path, repo_id: str, private: bool = False, log=print) -> str:
+    """Creates `repo_id` if needed and uploads the converted directory in one commit; returns the commit URL."""
+    from huggingface_hub import HfApi
+
+    api = HfApi()
+    api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
+    commit = api.upload_folder(
+        repo_id=repo_id,
+        repo_type="model",
+        folder_path=output,
+        commit_message="Add ViLAMP converted for transformers (trust_remote_code)",
+    )
+    log(f"Uploaded {output} to https://huggingface.co/{repo_id}")
+    return str(getattr(commit, "commit_url", commit))
+
+
+def build_argument_parser(prog: str = "python -m conversion.convert_vilamp_to_hf") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0].strip())
+    parser.add_argument("--checkpoint", required=True, help="original checkpoint: a local directory or a Hub id")
+    parser.add_argument("--output", required=True, help="directory to write the converted repository into")
+    parser.add_argument("--push-to-hub", metavar="REPO_ID", help="upload the result to this Hub repository")
+    parser.add_argument("--private", action="store_true", help="create the Hub repository as private")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="bfloat16", help="weight dtype (default bfloat16)")
+    parser.add_argument("--max-shard-size", default="5GB", help="largest weight file, e.g. 5GB or 500MB (default 5GB)")
+    parser.add_argument(
+        "--verify",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="reload the result with the Auto classes and compare with the source "
+        f"(default: on up to {VERIFY_BY_DEFAULT_MAX_PARAMETERS / 1e9:.0f}B parameters)",
+    )
+    parser.add_argument("--source-repo-id", help="Hub id of the original, for the model card's base_model")
+    parser.add_argument("--license", dest="license_id", help="SPDX-style license id for the model card metadata")
+    return parser
+
+
+def run(args: argparse.Namespace, log=print) -> int:
+    """Runs a parsed command line: convert, verify when asked or small, push when asked. Returns 0."""
+    from .verify_conversion import count_model_parameters, verify_conversion
+
+    output = convert_checkpoint(
+        args.checkpoint,
+        args.output,
+        dtype=args.dtype,
+        max_shard_size=args.max_shard_size,
+        source_repo_id=args.source_repo_id,
+        license_id=args.license_id,
+        repo_id=args.push_to_hub,
+        log=log,
+    )
+    verify = args.verify
+    if verify is None:
+        verify = count_model_parameters(output) <= VERIFY_BY_DEFAULT_MAX_PARAMETERS
+        if not verify:
+            log("Skipping verification for a model this large; pass --verify to run it.")
+    if verify:
+        report = verify_conversion(resolve_checkpoint(args.checkpoint), output)
+        for line in report.lines():
+            log(line)
+    if args.push_to_hub:
+        push_to_hub(output, args.push_to_hub, private=args.private, log=log)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_argument_parser().parse_args(argv)
+    try:
+        return run(args)
+    except ConversionError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
