@@ -307,8 +307,8 @@ def push_to_hub(output: Path, repo_id: str, private: bool = False, log=print) ->
     return str(getattr(commit, "commit_url", commit))
 
 
-def build_argument_parser(prog: str = "python -m conversion.convert_vilamp_to_hf") -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0].strip())
+def add_conversion_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The converter's options, shared by this module's command line and `vilamp convert`."""
     parser.add_argument("--checkpoint", required=True, help="original checkpoint: a local directory or a Hub id")
     parser.add_argument("--output", required=True, help="directory to write the converted repository into")
     parser.add_argument("--push-to-hub", metavar="REPO_ID", help="upload the result to this Hub repository")
@@ -356,7 +356,10 @@ def run(args: argparse.Namespace, log=print) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_argument_parser().parse_args(argv)
+    parser = argparse.ArgumentParser(
+        prog="python -m conversion.convert_vilamp_to_hf", description=__doc__.split("\n\n")[0].strip()
+    )
+    args = add_conversion_arguments(parser).parse_args(argv)
     try:
         return run(args)
     except ConversionError as error:

@@ -33,6 +33,7 @@ from transformers.processing_utils import ProcessorMixin
 from transformers.utils import auto_docstring, cached_file
 
 from .frame_scoring import CONFIG_NAME, WEIGHTS_NAME, FrameScorer
+from .keyframe_plot import plot_keyframes
 from .keyframes import frame_relevance, select_keyframes
 from .video_decoding import (
     VideoInput,
@@ -320,6 +321,30 @@ class VilampProcessor(ProcessorMixin):
         token_counts = iter(self.num_visual_tokens(len(p["frames"]), int(p["keyframe_mask"].sum())) for p in processed)
         pattern = re.compile(re.escape(self.video_token))
         return [pattern.sub(lambda _: self.video_token * next(token_counts), text) for text in texts]
+
+    def plot_keyframes(
+        self, inputs: BatchFeature, path: str | os.PathLike, video_index: int = 0, question: str | None = None
+    ) -> Path:
+        """
+        Writes a PNG of one video's keyframe selection (see `keyframe_plot.plot_keyframes`) from this processor's
+        output: relevance per sampled frame over time, the keyframes marked, and their thumbnails.
+        """
+        counts = inputs["video_frame_counts"].tolist()
+        if not 0 <= video_index < len(counts):
+            raise ValueError(f"video_index {video_index} is out of range for a batch of {len(counts)} videos.")
+        start = sum(counts[:video_index])
+        frames = slice(start, start + counts[video_index])
+        keyframes_per_video = [int(mask.sum()) for mask in inputs["keyframe_mask"].split(counts)]
+        first_keyframe = sum(keyframes_per_video[:video_index])
+        indices = inputs["keyframe_indices"][first_keyframe : first_keyframe + keyframes_per_video[video_index]]
+        return plot_keyframes(
+            path,
+            inputs["frame_timestamps"][frames],
+            inputs["frame_relevance"][frames],
+            indices,
+            inputs["pixel_values_videos"][frames][indices],
+            question=question,
+        )
 
     def to_dict(self) -> dict:
         # The scorer's weights are saved beside the config, not inside it; keep them out of the deep copy.

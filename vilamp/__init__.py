@@ -1,1 +1,1 @@
-"""The people's side of ViLAMP: an embedded default model for trying things out, and the demo command."""
+"""The people's side of ViLAMP: the `vilamp` command and the embedded default model it runs without `--model`."""

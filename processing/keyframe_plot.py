@@ -1,0 +1,102 @@
+"""
+A picture of what keyframe selection did: the question's relevance for every sampled frame over time, the keyframes
+marked on it, and a strip of the keyframes themselves.
+"""
+
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+THUMBNAILS_PER_ROW = 8
+
+
+def format_timestamp(seconds: float) -> str:
+    """`hh:mm:ss` for a time in seconds (rounded to the nearest second)."""
+    seconds = int(round(seconds))
+    return f"{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def _as_numpy(values) -> np.ndarray:
+    return values.detach().cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(values)
+
+
+def plot_keyframes(
+    path: str | os.PathLike,
+    frame_timestamps: Sequence[float] | torch.Tensor,
+    frame_relevance: Sequence[float] | torch.Tensor,
+    keyframe_indices: Sequence[int] | torch.Tensor,
+    keyframe_images: np.ndarray | torch.Tensor,
+    question: str | None = None,
+) -> Path:
+    """
+    Draws the keyframe timeline and writes it as a PNG.
+
+    Args:
+        path: where to write the PNG.
+        frame_timestamps: `(N,)` time of each sampled frame, in seconds.
+        frame_relevance: `(N,)` CLIP cosine similarity of each frame to the question.
+        keyframe_indices: `(K,)` indices of the keyframes among the sampled frames.
+        keyframe_images: `(K, 3, H, W)` uint8 keyframes, in the order of `keyframe_indices`.
+        question: shown as the title.
+
+    Returns:
+        The path written.
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from matplotlib import pyplot as plt
+    except ImportError as error:
+        raise ImportError("plot_keyframes needs matplotlib: pip install matplotlib") from error
+
+    timestamps, relevance = _as_numpy(frame_timestamps).astype(float), _as_numpy(frame_relevance).astype(float)
+    indices, images = _as_numpy(keyframe_indices).astype(int), _as_numpy(keyframe_images)
+    if timestamps.shape != relevance.shape or timestamps.ndim != 1:
+        raise ValueError(f"frame_timestamps {timestamps.shape} and frame_relevance {relevance.shape} must be (N,).")
+    if images.ndim != 4 or images.shape[0] != indices.shape[0]:
+        raise ValueError(f"keyframe_images {images.shape} must be (K, 3, H, W) for the {len(indices)} keyframes.")
+    if indices.size and (indices.min() < 0 or indices.max() >= timestamps.shape[0]):
+        raise ValueError(f"keyframe_indices must lie in [0, {timestamps.shape[0]}).")
+
+    rows = max(1, math.ceil(len(indices) / THUMBNAILS_PER_ROW))
+    columns = THUMBNAILS_PER_ROW if len(indices) > THUMBNAILS_PER_ROW else max(len(indices), 1)
+    figure = plt.figure(figsize=(12, 3.2 + 1.7 * rows), dpi=100, layout="constrained")
+    grid = figure.add_gridspec(1 + rows, columns, height_ratios=[3.2] + [1.7] * rows)
+    timeline = figure.add_subplot(grid[0, :])
+    timeline.plot(timestamps, relevance, color="0.55", linewidth=1, label="relevance to the question")
+    timeline.scatter(timestamps[indices], relevance[indices], color="tab:red", zorder=3, s=24, label="keyframes")
+    for number, index in enumerate(indices):
+        timeline.axvline(timestamps[index], color="tab:red", alpha=0.15, linewidth=1)
+        timeline.annotate(
+            str(number + 1),
+            (timestamps[index], relevance[index]),
+            textcoords="offset points",
+            xytext=(0, 5),
+            ha="center",
+            fontsize=7,
+            color="tab:red",
+        )
+    timeline.set_xlabel("time in the video")
+    timeline.set_ylabel("CLIP similarity to the question")
+    ticks = timeline.get_xticks()
+    timeline.set_xticks(ticks, [format_timestamp(max(tick, 0.0)) for tick in ticks])
+    timeline.set_xlim(timestamps.min() - 0.5, timestamps.max() + 0.5)
+    timeline.legend(loc="best", fontsize=8)
+    title = f"{len(indices)} keyframes among {len(timestamps)} sampled frames"
+    timeline.set_title(f"{question}\n{title}" if question else title, fontsize=10)
+
+    for number, (index, image) in enumerate(zip(indices, images, strict=True)):
+        axis = figure.add_subplot(grid[1 + number // columns, number % columns])
+        axis.imshow(np.transpose(image, (1, 2, 0)))
+        axis.set_title(f"{number + 1}: {format_timestamp(timestamps[index])}", fontsize=8)
+        axis.axis("off")
+    path = Path(path)
+    figure.savefig(path, format="png")
+    plt.close(figure)
+    return path
