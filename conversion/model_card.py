@@ -101,15 +101,14 @@ import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
 repo = "{repo_id}"
-model = AutoModelForImageTextToText.from_pretrained(
-    repo, trust_remote_code=True, dtype=torch.bfloat16, device_map="auto"
-)
+device = "cuda" if torch.cuda.is_available() else "cpu"
+model = AutoModelForImageTextToText.from_pretrained(repo, trust_remote_code=True, dtype="auto").to(device)
 processor = AutoProcessor.from_pretrained(repo, trust_remote_code=True)
 
 question = "What happens at the end?"
 messages = [{{"role": "user", "content": [{{"type": "video"}}, {{"type": "text", "text": question}}]}}]
 prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
-inputs = processor(text=prompt, videos="movie.mp4", max_frames=10000).to(model.device)
+inputs = processor(text=prompt, videos="movie.mp4", max_frames=10000).to(device)
 output = model.generate(**inputs, max_new_tokens=128)
 print(processor.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True))
 ```
