@@ -1,0 +1,1 @@
+"""Benchmarks (not part of the tests): `python -m benchmarks.run --help`."""

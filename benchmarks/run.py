@@ -1,0 +1,177 @@
+"""
+`python -m benchmarks.run [--device cpu|cuda] [--frames 1000,2500,5000,10000] [--size tiny|7b] [--repeats 3]`
+
+Makes a synthetic H.264 video per frame count (640x360, 2 fps, so 1 fps sampling keeps N frames), runs every
+method on it `--repeats` times, each run in a fresh process (`benchmarks.measure`), and writes the medians as JSON,
+a PNG (time and memory against frames, one line per method) and a table on stdout.
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from .measure import METHODS
+from .synthetic_video import cached_video
+
+
+STAGES = ("decode_resize_score", "select", "vision", "prefill", "decode_per_token")
+
+
+def run_once(method: str, video: Path, size: str, device: str, memory_limit_gb: float) -> dict:
+    command = [sys.executable, "-m", "benchmarks.measure", "--method", method, "--video", str(video)]
+    command += ["--size", size, "--device", device, "--memory-limit-gb", str(memory_limit_gb)]
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"{method} on {video.name} failed:\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout)
+
+
+def median_of(records: list[dict], *path: str) -> float | None:
+    values = []
+    for record in records:
+        value = record
+        for key in path:
+            value = value.get(key) if isinstance(value, dict) else None
+        if value is not None:
+            values.append(value)
+    return statistics.median(values) if values else None
+
+
+def summarize(records: list[dict], num_frames: int) -> dict:
+    """Medians over the repeats of every stage time and memory figure (or why the method could not run)."""
+    failures = [record["failed"] for record in records if "failed" in record]
+    if failures:
+        return {"method": records[0]["method"], "frames": num_frames, "repeats": len(records), "failed": failures[0]}
+    first = records[0]
+    summary = {key: first[key] for key in ("method", "frames", "frames_bytes", "model_bytes", "visual_tokens")}
+    summary["repeats"] = len(records)
+    summary["seconds"] = {stage: median_of(records, "seconds", stage) for stage in STAGES}
+    summary["split_seconds"] = {part: median_of(records, "split_seconds", part) for part in first["split_seconds"]}
+    summary["rss_after_model_bytes"] = median_of(records, "rss_after_model_bytes")
+    summary["rss_peak_bytes"] = median_of(records, "rss_peak_bytes_overall")
+    summary["rss_peak_bytes_by_stage"] = {s: median_of(records, "rss_peak_bytes", s) for s in first["rss_peak_bytes"]}
+    if "gpu_peak_bytes" in first:
+        summary["gpu_peak_bytes"] = max(median_of(records, "gpu_peak_bytes", s) or 0 for s in first["gpu_peak_bytes"])
+    summary["vision_tflops_per_second"] = median_of(records, "vision_tflops_per_second")
+    summary["prefill_skipped"] = first.get("prefill_skipped")
+    return summary
+
+
+def plot(results: list[dict], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    has_gpu = any("gpu_peak_bytes" in r for r in results)
+    panels = ["front end + selection (s)", "vision encoding + merging (s)", "peak host RSS (GB)"]
+    panels += ["peak GPU memory (GB)"] if has_gpu else []
+    figure, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.2), layout="constrained")
+    for method in METHODS:
+        rows = sorted((r for r in results if r["method"] == method and "failed" not in r), key=lambda r: r["frames"])
+        if not rows:
+            continue
+        frames = [r["frames"] for r in rows]
+        values = [
+            [r["seconds"]["decode_resize_score"] + r["seconds"]["select"] for r in rows],
+            [r["seconds"]["vision"] for r in rows],
+            [r["rss_peak_bytes"] / 1e9 for r in rows],
+        ]
+        if has_gpu:
+            values.append([r.get("gpu_peak_bytes", 0) / 1e9 for r in rows])
+        for axis, series in zip(axes, values, strict=True):
+            axis.plot(frames, series, marker="o", label=method)
+    for axis, name in zip(axes, panels, strict=True):
+        axis.set_title(name, fontsize=10)
+        axis.set_xlabel("sampled frames")
+        axis.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    figure.suptitle(title, fontsize=10)
+    figure.savefig(path)
+    plt.close(figure)
+
+
+def table(results: list[dict]) -> str:
+    header = (
+        f"{'method':18} {'frames':>7} {'tokens':>10} {'front s':>8} {'select s':>9} {'vision s':>9} "
+        f"{'prefill s':>10} {'tok/s':>7} {'RSS GB':>7} {'frames GB':>9}"
+    )
+    lines = [header, "-" * len(header)]
+    for r in sorted(results, key=lambda r: (r["frames"], METHODS.index(r["method"]))):
+        if "failed" in r:
+            lines.append(f"{r['method']:18} {r['frames']:>7} {r['failed']}")
+            continue
+        seconds = r["seconds"]
+        prefill = f"{seconds['prefill']:.2f}" if seconds["prefill"] is not None else "beyond ctx"
+        per_token = f"{1 / seconds['decode_per_token']:.1f}" if seconds["decode_per_token"] else "-"
+        lines.append(
+            f"{r['method']:18} {r['frames']:>7} {r['visual_tokens']:>10,} {seconds['decode_resize_score']:>8.2f} "
+            f"{seconds['select']:>9.3f} {seconds['vision']:>9.2f} {prefill:>10} {per_token:>7} "
+            f"{r['rss_peak_bytes'] / 1e9:>7.2f} {r['frames_bytes'] / 1e9:>9.3f}"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--frames", default="1000,2500,5000,10000", help="comma-separated sampled frame counts")
+    parser.add_argument("--size", choices=["tiny", "7b"], default="tiny")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument(
+        "--memory-limit-gb",
+        type=float,
+        default=round(0.75 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9, 1),
+        help="per-run address-space cap on CPU (default: 75%% of physical memory)",
+    )
+    parser.add_argument("--output-dir", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--cache-dir", type=Path, default=Path("benchmarks/.cache"))
+    args = parser.parse_args(argv)
+    frame_counts = [int(n) for n in args.frames.split(",")]
+    methods = args.methods.split(",")
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown:
+        parser.error(f"unknown methods {unknown}; choose from {list(METHODS)}")
+
+    runs = [(n, method) for n in frame_counts for method in methods]
+    results = []
+    with tqdm(total=len(runs) * args.repeats, desc="benchmark runs", unit="run") as bar:
+        for num_frames, method in runs:
+            video = cached_video(args.cache_dir, num_frames)
+            records = []
+            for _ in range(args.repeats):
+                bar.set_postfix_str(f"{method} @ {num_frames}")
+                records.append(run_once(method, video, args.size, args.device, args.memory_limit_gb))
+                bar.update()
+                if "failed" in records[-1]:
+                    break  # out of memory is not a timing to repeat
+            results.append(summarize(records, num_frames))
+
+    machine = {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "gpu": torch.cuda.get_device_name() if args.device == "cuda" else None,
+    }
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    stem = f"{args.size}-{args.device}"
+    output = {"settings": {**vars(args), "output_dir": str(args.output_dir), "cache_dir": str(args.cache_dir)}}
+    output.update(machine=machine, results=results)
+    (args.output_dir / f"{stem}.json").write_text(json.dumps(output, indent=2) + "\n")
+    plot(results, args.output_dir / f"{stem}.png", f"ViLAMP {args.size} on {args.device}, medians of {args.repeats}")
+    print(table(results))
+    print(f"wrote {args.output_dir / (stem + '.json')} and {args.output_dir / (stem + '.png')}")
+
+
+if __name__ == "__main__":
+    main()
