@@ -353,7 +353,9 @@ class VilampModel(VilampPreTrainedModel):
             plan.num_context_slots + 1, self.patches_per_side**2, hidden_size, device=device, dtype=dtype
         )
         sequence = torch.empty(plan.num_rows, hidden_size, device=device, dtype=dtype)
-        sequence = sequence.index_put((plan.newline_rows,), self.image_newline.expand(plan.newline_rows.shape[0], -1))
+        # Filled in place, chunk by chunk: an out-of-place `index_put` would copy the whole sequence (and the cache)
+        # for every chunk, quadratic in the number of frames. Autograd allows it: no backward reads overwritten rows.
+        sequence.index_put_((plan.newline_rows,), self.image_newline.expand(plan.newline_rows.shape[0], -1))
         keyframe_offsets = torch.arange(self.tokens_per_keyframe, device=device)
 
         chunk_size = self._chunk_size(device)
@@ -363,10 +365,10 @@ class VilampModel(VilampPreTrainedModel):
             is_key, rows, slots = keyframe_mask[chunk], plan.row_start[chunk], plan.context_slot[chunk]
 
             keyframe_rows = (rows[is_key][:, None] + keyframe_offsets).flatten()
-            sequence = sequence.index_put((keyframe_rows,), self._pool_keyframes(patch_features[is_key]).flatten(0, 1))
+            sequence.index_put_((keyframe_rows,), self._pool_keyframes(patch_features[is_key]).flatten(0, 1))
 
             is_context = slots >= 0
-            context_cache = context_cache.index_put(
+            context_cache.index_put_(
                 (slots[is_context],), self.feature_merger.context_proj(patch_features[is_context])
             )
 
@@ -380,7 +382,7 @@ class VilampModel(VilampPreTrainedModel):
             )
             context_keys[is_own_context] = self.feature_merger.context_proj(merged_features[is_own_context])
             merged = self.feature_merger(merged_features, context_keys, query_keys[plan.video_index[chunk][is_merged]])
-            sequence = sequence.index_put((rows[is_merged],), merged)
+            sequence.index_put_((rows[is_merged],), merged)
         return sequence
 
     @can_return_tuple

@@ -388,3 +388,26 @@ def test_trust_remote_code_load_without_package(tmp_path):
     result = run_without_project(script, tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().startswith("transformers_modules.")
+
+
+def test_gradients_do_not_depend_on_the_vision_chunk_size():
+    # The visual sequence and the context cache are filled in place chunk by chunk; backward must see the same graph.
+    mask = mask_from([1, 4], 7)
+    ids = prompt_ids(tiny_model().num_visual_tokens(7, 2))
+    gradients = []
+    for chunk_size in (2, None):
+        model = tiny_model(seed=4, vision_chunk_size=chunk_size)
+        model.train()
+        loss = model(
+            input_ids=ids,
+            pixel_values_videos=random_video(7),
+            keyframe_mask=mask,
+            query_embeds=torch.ones(1, 16),
+            labels=ids,
+        ).loss
+        loss.backward()
+        gradients.append({name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None})
+    chunked, whole = gradients
+    assert chunked.keys() == whole.keys() and "model.feature_merger.temperature" in chunked
+    for name in whole:
+        torch.testing.assert_close(chunked[name], whole[name], rtol=1e-5, atol=1e-6, msg=name)
