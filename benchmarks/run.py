@@ -66,29 +66,40 @@ def summarize(records: list[dict], num_frames: int) -> dict:
 
 
 def plot(results: list[dict], path: Path, title: str) -> None:
+    """Time, memory and visual tokens against frames, one line per method; runs that failed are marked."""
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
-    has_gpu = any("gpu_peak_bytes" in r for r in results)
-    panels = ["front end + selection (s)", "vision encoding + merging (s)", "peak host RSS (GB)"]
-    panels += ["peak GPU memory (GB)"] if has_gpu else []
-    figure, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.2), layout="constrained")
+    panels = {
+        "front end + selection (s)": lambda r: r["seconds"]["decode_resize_score"] + r["seconds"]["select"],
+        "vision encoding + merging (s)": lambda r: r["seconds"]["vision"],
+        "peak host RSS (GB)": lambda r: r["rss_peak_bytes"] / 1e9,
+        "visual tokens (log)": lambda r: r["visual_tokens"],
+    }
+    if any("gpu_peak_bytes" in r for r in results):
+        panels["peak GPU memory (GB)"] = lambda r: r["gpu_peak_bytes"] / 1e9
+    figure, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 4.2), layout="constrained")
     for method in METHODS:
-        rows = sorted((r for r in results if r["method"] == method and "failed" not in r), key=lambda r: r["frames"])
-        if not rows:
-            continue
-        frames = [r["frames"] for r in rows]
-        values = [
-            [r["seconds"]["decode_resize_score"] + r["seconds"]["select"] for r in rows],
-            [r["seconds"]["vision"] for r in rows],
-            [r["rss_peak_bytes"] / 1e9 for r in rows],
-        ]
-        if has_gpu:
-            values.append([r.get("gpu_peak_bytes", 0) / 1e9 for r in rows])
-        for axis, series in zip(axes, values, strict=True):
-            axis.plot(frames, series, marker="o", label=method)
+        rows = sorted((r for r in results if r["method"] == method), key=lambda r: r["frames"])
+        done = [r for r in rows if "failed" not in r]
+        failed = [r["frames"] for r in rows if "failed" in r]
+        for axis, value in zip(axes, panels.values(), strict=True):
+            line = axis.plot([r["frames"] for r in done], [value(r) for r in done], marker="o", label=method)[0]
+            for frames in failed:
+                axis.axvline(frames, color=line.get_color(), linestyle=":", alpha=0.6)
+                axis.annotate(
+                    "out of memory",
+                    (frames, 0.02),
+                    xycoords=("data", "axes fraction"),
+                    rotation=90,
+                    fontsize=7,
+                    color=line.get_color(),
+                    ha="right",
+                    va="bottom",
+                )
+    axes[list(panels).index("visual tokens (log)")].set_yscale("log")
     for axis, name in zip(axes, panels, strict=True):
         axis.set_title(name, fontsize=10)
         axis.set_xlabel("sampled frames")
@@ -135,7 +146,14 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--output-dir", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--cache-dir", type=Path, default=Path("benchmarks/.cache"))
+    parser.add_argument("--replot", type=Path, metavar="JSON", help="only redraw the PNG from a results JSON")
     args = parser.parse_args(argv)
+    if args.replot:
+        saved = json.loads(args.replot.read_text())
+        title = f"ViLAMP {saved['settings']['size']} on {saved['settings']['device']}, medians of "
+        plot(saved["results"], args.replot.with_suffix(".png"), title + str(saved["settings"]["repeats"]))
+        print(table(saved["results"]))
+        return
     frame_counts = [int(n) for n in args.frames.split(",")]
     methods = args.methods.split(",")
     unknown = sorted(set(methods) - set(METHODS))
