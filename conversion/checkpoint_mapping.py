@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterable, Iterator
 
 import torch
-from transformers import CLIPConfig
+from transformers import CLIPConfig, CLIPModel
 
 
 FRAME_SCORER_PREFIX = "model.frame_selector.model."
@@ -313,3 +313,25 @@ def transformers_clip_config(open_clip_config: dict) -> CLIPConfig:
             "hidden_act": "quick_gelu",
         },
     )
+
+
+def check_frame_scorer_tensors(original_config: dict, clip_tensors: dict[str, torch.Tensor]) -> None:
+    """
+    Checks that every tensor of the scorer's transformers `CLIPModel` is present with its shape, and nothing else
+    (position-id buffers aside). Raises `KeyError` naming missing or unexpected keys, `ValueError` for a shape.
+    """
+    clip_config = transformers_clip_config(frame_scorer_config(original_config))
+    with torch.device("meta"):
+        expected = {key: tensor.shape for key, tensor in CLIPModel(clip_config).state_dict().items()}
+    present = {key: tensor for key, tensor in clip_tensors.items() if not key.endswith("position_ids")}
+    expected = {key: shape for key, shape in expected.items() if not key.endswith("position_ids")}
+    missing = sorted(FRAME_SCORER_PREFIX + key for key in set(expected) - set(present))
+    extra = sorted(FRAME_SCORER_PREFIX + key for key in set(present) - set(expected))
+    if missing or extra:
+        raise KeyError(f"Frame scorer tensors: missing {missing or 'none'}, unexpected {extra or 'none'}.")
+    for key, tensor in present.items():
+        if tensor.shape != expected[key]:
+            raise ValueError(
+                f"Frame scorer tensor {FRAME_SCORER_PREFIX + key!r} has shape {tuple(tensor.shape)}; its config "
+                f"needs {tuple(expected[key])}."
+            )

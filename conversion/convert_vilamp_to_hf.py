@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
-from transformers import AutoTokenizer, CLIPModel, GenerationConfig, PreTrainedConfig
+from transformers import AutoTokenizer, GenerationConfig, PreTrainedConfig
 from transformers.dynamic_module_utils import custom_object_save
 from transformers.utils.hub import convert_file_size_to_int
 
@@ -27,13 +27,12 @@ from modeling_vilamp import VilampConfig, VilampForConditionalGeneration
 from processing import FrameScorer, VilampProcessor
 
 from .checkpoint_mapping import (
-    FRAME_SCORER_PREFIX,
+    check_frame_scorer_tensors,
     convert_frame_scorer_state_dict,
     convert_original_config,
     count_vision_layers,
     frame_scorer_config,
     route_original_key,
-    transformers_clip_config,
 )
 from .model_card import render_model_card
 from .original_checkpoint import (
@@ -150,28 +149,12 @@ def convert_weights(
     return scorer_tensors
 
 
-def check_frame_scorer_tensors(original_config: dict, clip_tensors: dict[str, torch.Tensor]) -> None:
-    """Every tensor of the scorer's transformers `CLIPModel` is present with its shape, and nothing else is."""
-    clip_config = transformers_clip_config(frame_scorer_config(original_config))
-    with torch.device("meta"):
-        expected = {key: tensor.shape for key, tensor in CLIPModel(clip_config).state_dict().items()}
-    present = {key: tensor for key, tensor in clip_tensors.items() if not key.endswith("position_ids")}
-    expected = {key: shape for key, shape in expected.items() if not key.endswith("position_ids")}
-    missing = sorted(FRAME_SCORER_PREFIX + key for key in set(expected) - set(present))
-    extra = sorted(FRAME_SCORER_PREFIX + key for key in set(present) - set(expected))
-    if missing or extra:
-        raise ConversionError(f"Frame scorer tensors: missing {missing or 'none'}, unexpected {extra or 'none'}.")
-    for key, tensor in present.items():
-        if tensor.shape != expected[key]:
-            raise ConversionError(
-                f"Frame scorer tensor {FRAME_SCORER_PREFIX + key!r} has shape {tuple(tensor.shape)}; its config "
-                f"needs {tuple(expected[key])}."
-            )
-
-
 def build_frame_scorer(original_config: dict, clip_tensors: dict[str, torch.Tensor]) -> FrameScorer:
     """The frame scorer in open_clip's layout, float32 (it runs on the CPU inside the processor)."""
-    check_frame_scorer_tensors(original_config, clip_tensors)
+    try:
+        check_frame_scorer_tensors(original_config, clip_tensors)
+    except (KeyError, ValueError) as error:
+        raise ConversionError(error.args[0]) from None
     state_dict = convert_frame_scorer_state_dict({key: tensor.float() for key, tensor in clip_tensors.items()})
     return FrameScorer(frame_scorer_config(original_config), state_dict)
 
@@ -228,10 +211,11 @@ def convert_checkpoint(
     license_id: str | None = None,
     repo_id: str | None = None,
     log=print,
-) -> Path:
+) -> tuple[Path, Path]:
     """
     Converts `checkpoint` (a directory or Hub id) into `output`: weights, config and code, tokenizer, processor,
-    frame scorer, generation config and model card. Returns the output directory.
+    frame scorer, generation config and model card. Returns the source directory that was read (the download, for
+    a Hub id) and the output directory.
     """
     if dtype not in DTYPES:
         raise ConversionError(f"--dtype must be one of {sorted(DTYPES)}, not {dtype!r}.")
@@ -280,15 +264,14 @@ def convert_checkpoint(
     )
     processor.save_pretrained(output)
     card = render_model_card(
-        config,
-        tokens_per_keyframe=target.model.tokens_per_keyframe,
+        target.model,
         source_repo_id=source_repo_id or (str(checkpoint) if not Path(checkpoint).is_dir() else None),
         license_id=license_id,
         repo_id=repo_id or str(output),
     )
     (output / "README.md").write_text(card)
     log(f"Wrote config, code, tokenizer ({VIDEO_TOKEN} = {video_token_id}), processor, frame scorer and model card")
-    return output
+    return source, output
 
 
 def push_to_hub(output: Path, repo_id: str, private: bool = False, log=print) -> str:
@@ -331,7 +314,7 @@ def run(args: argparse.Namespace, log=print) -> int:
     """Runs a parsed command line: convert, verify when asked or small, push when asked. Returns 0."""
     from .verify_conversion import count_model_parameters, verify_conversion
 
-    output = convert_checkpoint(
+    source, output = convert_checkpoint(
         args.checkpoint,
         args.output,
         dtype=args.dtype,
@@ -347,7 +330,7 @@ def run(args: argparse.Namespace, log=print) -> int:
         if not verify:
             log("Skipping verification for a model this large; pass --verify to run it.")
     if verify:
-        report = verify_conversion(resolve_checkpoint(args.checkpoint), output)
+        report = verify_conversion(source, output)
         for line in report.lines():
             log(line)
     if args.push_to_hub:

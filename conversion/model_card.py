@@ -1,6 +1,6 @@
 """The README.md (Hub model card) that the converter writes beside the converted weights."""
 
-from modeling_vilamp import VilampConfig
+from modeling_vilamp import VilampModel
 
 
 ORIGINAL_REPO_ID = "orange-sk/ViLAMP-llava-qwen"
@@ -32,27 +32,30 @@ def _metadata(source_repo_id: str | None, license_id: str | None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def token_arithmetic(config: VilampConfig, tokens_per_keyframe: int, num_frames: int = 10_000) -> str:
+def token_arithmetic(model: VilampModel, num_frames: int = 10_000) -> str:
     """One sentence with the visual-token budget of `num_frames` sampled frames against uniform encoding."""
-    keyframes = config.num_keyframes
-    vilamp = tokens_per_keyframe * keyframes + (num_frames - keyframes) + 1
-    uniform = tokens_per_keyframe * num_frames
+    keyframes, per_keyframe = model.config.num_keyframes, model.tokens_per_keyframe
+    vilamp = model.num_visual_tokens(num_frames, keyframes)
+    uniform = model.num_visual_tokens(num_frames, num_frames)
     return (
-        f"{num_frames:,} sampled frames cost {keyframes} x {tokens_per_keyframe} (keyframes) + "
+        f"{num_frames:,} sampled frames cost {keyframes} x {per_keyframe} (keyframes) + "
         f"{num_frames - keyframes:,} x 1 (merged frames) + 1 (newline) = {vilamp:,} visual tokens, against "
-        f"{num_frames:,} x {tokens_per_keyframe} = {uniform:,} for uniform {tokens_per_keyframe}-token frames "
+        f"{num_frames:,} x {per_keyframe} + 1 = {uniform:,} when every frame keeps its {per_keyframe} tokens "
         f"({uniform / vilamp:.0f}x fewer)."
     )
 
 
 def render_model_card(
-    config: VilampConfig,
-    tokens_per_keyframe: int,
+    model: VilampModel,
     source_repo_id: str | None = None,
     license_id: str | None = None,
     repo_id: str = "PATH_OR_REPO_ID",
 ) -> str:
-    """The model card: metadata, what ViLAMP is, usage (Python and the `vilamp` command), limits, citation."""
+    """
+    The model card: metadata, what ViLAMP is, usage (Python and the `vilamp` command), limits, citation. `model` is
+    the converted base model (its sizes and token arithmetic are quoted; a meta-device instance will do).
+    """
+    config, tokens_per_keyframe = model.config, model.tokens_per_keyframe
     text = config.text_config
     vision = config.vision_config
     source = (
@@ -85,7 +88,7 @@ weights of {source} converted to safetensors, with code that runs them in Huggin
   {(vision.image_size // vision.patch_size) ** 2} SigLIP patches that favours patches relevant to the question and
   different from its context keyframe.
 
-{token_arithmetic(config, tokens_per_keyframe)}
+{token_arithmetic(model)}
 
 | part | size |
 | --- | --- |

@@ -23,8 +23,8 @@ from transformers import AutoModelForImageTextToText, AutoProcessor, CLIPModel
 from modeling_vilamp import VilampConfig, VilampForConditionalGeneration
 from processing import select_keyframes
 
-from .checkpoint_mapping import route_original_key, transformers_clip_config
-from .original_checkpoint import ConversionError, iter_original_tensors, list_weight_files
+from .checkpoint_mapping import check_frame_scorer_tensors, split_original_state_dict, transformers_clip_config
+from .original_checkpoint import ConversionError, iter_original_tensors, list_weight_files, read_original_config
 
 
 # Agreement the parity fixtures ask for in float32 (their README); weights and same-code logits must be exact.
@@ -83,11 +83,10 @@ def _check_weights(source: Path, model, report: VerificationReport) -> tuple[dic
     converted = model.state_dict()
     model_tensors, scorer_tensors = {}, {}
     mismatched = []
-    for key, tensor in iter_original_tensors(list_weight_files(source)):
-        destination, target = route_original_key(key)
+    for destination, target, tensor in split_original_state_dict(iter_original_tensors(list_weight_files(source))):
         if destination == "frame_scorer":
             scorer_tensors[target] = tensor
-        elif destination == "model":
+        else:
             expected = tensor.to(converted[target].dtype) if tensor.is_floating_point() else tensor
             model_tensors[target] = expected
             if not torch.equal(converted[target], expected):
@@ -100,17 +99,15 @@ def _check_weights(source: Path, model, report: VerificationReport) -> tuple[dic
     return model_tensors, scorer_tensors
 
 
-def _check_frame_scorer(scorer_tensors: dict, processor, report: VerificationReport) -> None:
+def _check_frame_scorer(source: Path, scorer_tensors: dict, processor, report: VerificationReport) -> None:
     scorer = processor.frame_scorer
+    try:
+        check_frame_scorer_tensors(read_original_config(source), scorer_tensors)
+    except (KeyError, ValueError) as error:
+        raise VerificationError(error.args[0]) from None
     clip = CLIPModel(transformers_clip_config(scorer.config)).eval()
-    loaded = clip.load_state_dict({key: tensor.float() for key, tensor in scorer_tensors.items()}, strict=False)
-    # Only transformers' position-id buffers may differ between CLIP versions; any weight left out is an error.
-    unexpected = [key for key in loaded.unexpected_keys if not key.endswith("position_ids")]
-    missing = [key for key in loaded.missing_keys if not key.endswith("position_ids")]
-    if missing or unexpected:
-        raise VerificationError(
-            f"Source frame scorer tensors do not fit CLIPModel: missing {missing}, extra {unexpected}."
-        )
+    # Checked above: every weight is there; only position-id buffers may differ between transformers versions.
+    clip.load_state_dict({key: tensor.float() for key, tensor in scorer_tensors.items()}, strict=False)
     generator = torch.Generator().manual_seed(0)
     pixels = torch.randn(4, 3, scorer.image_size, scorer.image_size, generator=generator)
     tokens = scorer.tokenizer(["what happens after the door opens?", "a red car"])
@@ -128,13 +125,14 @@ def _check_frame_scorer(scorer_tensors: dict, processor, report: VerificationRep
     )
 
 
-def _random_video_inputs(config: VilampConfig, num_frames: int, tokens_per_keyframe: int) -> dict:
+def _random_video_inputs(model: VilampForConditionalGeneration, num_frames: int) -> dict:
+    config = model.config
     generator = torch.Generator().manual_seed(0)
     size = config.vision_config.image_size
     frames = torch.randint(0, 256, (num_frames, 3, size, size), dtype=torch.uint8, generator=generator)
     keyframe_mask = torch.zeros(num_frames, dtype=torch.bool)
     keyframe_mask[[0, num_frames // 2]] = True
-    num_tokens = tokens_per_keyframe * 2 + (num_frames - 2) + 1
+    num_tokens = model.model.num_visual_tokens(num_frames, 2)
     text_ids = torch.randint(0, config.video_token_id, (8,), generator=generator)
     input_ids = torch.cat([text_ids[:4], torch.full((num_tokens,), config.video_token_id), text_ids[4:]])[None]
     return {
@@ -150,7 +148,7 @@ def _check_random_input(model, model_tensors: dict, report: VerificationReport) 
     # `_from_config` keeps the rotary buffers in float32 as `from_pretrained` does; `.to(dtype)` would not.
     reference = VilampForConditionalGeneration._from_config(local_config, dtype=model.dtype).eval()
     reference.load_state_dict(model_tensors, strict=True)
-    inputs = _random_video_inputs(local_config, num_frames=6, tokens_per_keyframe=model.model.tokens_per_keyframe)
+    inputs = _random_video_inputs(reference, num_frames=6)
     with torch.no_grad():
         difference = _max_difference(model(**inputs).logits, reference(**inputs).logits)
     report.add("random video: reloaded = source-built model", f"logits max abs {difference:.1e}", difference == 0.0)
@@ -206,7 +204,7 @@ def verify_conversion(source: Path, output: Path) -> VerificationReport:
     processor = AutoProcessor.from_pretrained(output, trust_remote_code=True)
     report = VerificationReport()
     model_tensors, scorer_tensors = _check_weights(source, model, report)
-    _check_frame_scorer(scorer_tensors, processor, report)
+    _check_frame_scorer(source, scorer_tensors, processor, report)
     _check_random_input(model, model_tensors, report)
     if (source / "inputs.safetensors").is_file() and (source / "outputs.safetensors").is_file():
         _check_fixture_outputs(source, model, processor, report)

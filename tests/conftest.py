@@ -70,16 +70,16 @@ CLIP_PATH = FIXTURES / "videos" / "bigbuckbunny.mp4"  # (c) Blender Foundation, 
 
 
 def fixture_frame_scorer(fixture: dict):
-    """The fixture's CLIP frame scorer, converted from transformers' layout to open_clip's."""
-    from conversion.checkpoint_mapping import FRAME_SCORER_PREFIX, convert_frame_scorer_state_dict, frame_scorer_config
-    from processing import FrameScorer
+    """The fixture's CLIP frame scorer, converted from transformers' layout to open_clip's as the converter does."""
+    from conversion.checkpoint_mapping import FRAME_SCORER_PREFIX
+    from conversion.convert_vilamp_to_hf import build_frame_scorer
 
     clip_weights = {
         key[len(FRAME_SCORER_PREFIX) :]: tensor
         for key, tensor in fixture["weights"].items()
         if key.startswith(FRAME_SCORER_PREFIX)
     }
-    return FrameScorer(frame_scorer_config(fixture["config"]), convert_frame_scorer_state_dict(clip_weights))
+    return build_frame_scorer(fixture["config"], clip_weights)
 
 
 def fixture_tokenizer(fixture: dict):
