@@ -21,13 +21,14 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from conversion.convert_vilamp_to_hf import DTYPES as WEIGHT_DTYPES
 from processing.keyframe_plot import format_timestamp
 
 from .tiny import BUNDLED_CLIP, tiny_model_and_processor
 
 
 DEFAULT_QUESTION = "What happens in this video?"
-DTYPES = {"auto": "auto", "bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+DTYPES = {"auto": "auto", **WEIGHT_DTYPES}
 HUB_ID = re.compile(r"[\w.-]+(/[\w.-]+)?")
 EMBEDDED_DEFAULT_NOTE = "NOTE: embedded default = tiny random-weight model; the answer below is noise."
 
@@ -132,8 +133,8 @@ def summarize(processor, inputs, answer: str, video: str, question: str, model_i
             for index in keyframes
         ],
         "visual_tokens": processor.num_visual_tokens(num_frames, len(keyframes)),
-        # LLaVA-OneVision-style uniform encoding: every frame at full detail, plus the same newline token.
-        "uniform_tokens": processor.tokens_per_keyframe * num_frames + 1,
+        # LLaVA-OneVision-style uniform encoding: every frame a keyframe.
+        "uniform_tokens": processor.num_visual_tokens(num_frames, num_frames),
     }
 
 
