@@ -24,7 +24,8 @@ from conversion.checkpoint_mapping import KNOWN_FRAME_SCORERS
 from modeling_vilamp import VilampConfig, VilampForConditionalGeneration
 from processing import FrameScorer
 from processing.keyframes import fill_gaps, frame_relevance, select_keyframes, unit_rows
-from processing.video_decoding import iter_frame_chunks, open_video, resize_frames, sample_frame_indices
+from processing.processing_vilamp import decode_resize_and_score
+from processing.video_decoding import open_video, sample_frame_indices
 from vilamp.tiny import TINY_SCORER, TINY_TEXT_CONFIG, TINY_VISION_CONFIG
 
 
@@ -106,29 +107,13 @@ def dense_similarity_keyframes(frame_embeds: torch.Tensor, query_embed: torch.Te
 
 
 def decode_and_score(video: Path, image_size: int, scorer: FrameScorer | None, record: dict):
-    """The processor's front end, with its three steps timed apart: decode, resize, score."""
+    """The processor's front end (`decode_resize_and_score`), its three steps timed apart."""
     source = open_video(str(video))
     indices = sample_frame_indices(source.num_frames, source.native_fps, 1.0, None)
-    frames = np.empty((len(indices), 3, image_size, image_size), dtype=np.uint8)
-    embeds = torch.empty(len(indices), scorer.embed_dim) if scorer else None
-    timings = {"decode": 0.0, "resize": 0.0, "score": 0.0}
-    position = 0
-    chunks = iter_frame_chunks(source, indices, DECODE_CHUNK)
-    while True:
-        start = time.perf_counter()
-        chunk = next(chunks, None)
-        timings["decode"] += time.perf_counter() - start
-        if chunk is None:
-            break
-        start = time.perf_counter()
-        frames[position : position + len(chunk)] = resize_frames(chunk, image_size)
-        timings["resize"] += time.perf_counter() - start
-        if scorer is not None:
-            start = time.perf_counter()
-            embeds[position : position + len(chunk)] = scorer.embed_frames(chunk)
-            timings["score"] += time.perf_counter() - start
-        position += len(chunk)
-    record["split_seconds"] = timings
+    record["split_seconds"] = {"decode": 0.0, "resize": 0.0, "score": 0.0}
+    frames, embeds = decode_resize_and_score(
+        source, indices, image_size, scorer, DECODE_CHUNK, step_seconds=record["split_seconds"]
+    )
     return torch.from_numpy(frames), embeds
 
 

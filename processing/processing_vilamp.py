@@ -20,9 +20,11 @@ keyframes (`keyframes`), and expand the video's `<video>` placeholder into exact
 produce for it. Feature merging happens in the model.
 """
 
+import contextlib
 import os
 import re
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +39,7 @@ from .keyframe_plot import plot_keyframes
 from .keyframes import frame_relevance, select_keyframes
 from .video_decoding import (
     VideoInput,
+    VideoSource,
     is_frame_list,
     iter_frame_chunks,
     open_video,
@@ -65,6 +68,57 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 )
 ROLE_LINE = re.compile(r"^\s*(system|user|assistant)\n")
+
+
+def decode_resize_and_score(
+    source: VideoSource,
+    indices: np.ndarray,
+    image_size: int,
+    frame_scorer: FrameScorer | None,
+    chunk_size: int,
+    show_progress: bool = False,
+    step_seconds: dict[str, float] | None = None,
+) -> tuple[np.ndarray, torch.Tensor | None]:
+    """
+    Decodes the frames at `indices` `chunk_size` at a time, keeps each resized to `image_size` as uint8 and scores
+    it with `frame_scorer` while its native-resolution pixels are at hand; they never outlive their chunk.
+
+    Returns:
+        `(N, 3, image_size, image_size)` uint8 frames and `(N, D)` frame embeddings (`None` without a scorer).
+        When `step_seconds` is given, the time spent in `decode`, `resize` and `score` is added to it.
+    """
+    frames = np.empty((len(indices), 3, image_size, image_size), dtype=np.uint8)
+    embeds = torch.empty(len(indices), frame_scorer.embed_dim) if frame_scorer is not None else None
+    chunks = _timed_iteration(iter_frame_chunks(source, indices, chunk_size), step_seconds, "decode")
+    position = 0
+    with tqdm(total=len(indices), desc="decoding and scoring frames", unit="frame", disable=not show_progress) as bar:
+        for chunk in chunks:
+            rows = slice(position, position + len(chunk))
+            with _timed(step_seconds, "resize"):
+                frames[rows] = resize_frames(chunk, image_size)
+            if frame_scorer is not None:
+                with _timed(step_seconds, "score"):
+                    embeds[rows] = frame_scorer.embed_frames(chunk)
+            position += len(chunk)
+            bar.update(len(chunk))
+    return frames, embeds
+
+
+@contextlib.contextmanager
+def _timed(step_seconds: dict[str, float] | None, step: str) -> Iterator[None]:
+    start = time.perf_counter()
+    yield
+    if step_seconds is not None:
+        step_seconds[step] = step_seconds.get(step, 0.0) + time.perf_counter() - start
+
+
+def _timed_iteration(items: Iterator, step_seconds: dict[str, float] | None, step: str) -> Iterator:
+    while True:
+        with _timed(step_seconds, step):
+            item = next(items, None)
+        if item is None:
+            return
+        yield item
 
 
 @auto_docstring
@@ -251,18 +305,9 @@ class VilampProcessor(ProcessorMixin):
         """
         source = open_video(video, decoded_fps=fps)
         indices = sample_frame_indices(source.num_frames, source.native_fps, fps, max_frames)
-        frames = np.empty((len(indices), 3, self.image_size, self.image_size), dtype=np.uint8)
-        frame_embeds = torch.empty(len(indices), self.frame_scorer.embed_dim)
-        position = 0
-        chunks = iter_frame_chunks(source, indices, self.decode_chunk_size)
-        with tqdm(
-            total=len(indices), desc="decoding and scoring frames", unit="frame", disable=not show_progress
-        ) as bar:
-            for chunk in chunks:
-                frames[position : position + len(chunk)] = resize_frames(chunk, self.image_size)
-                frame_embeds[position : position + len(chunk)] = self.frame_scorer.embed_frames(chunk)
-                position += len(chunk)
-                bar.update(len(chunk))
+        frames, frame_embeds = decode_resize_and_score(
+            source, indices, self.image_size, self.frame_scorer, self.decode_chunk_size, show_progress
+        )
         keyframe_mask = select_keyframes(
             frame_embeds,
             query_embed,
