@@ -132,6 +132,19 @@ class VilampConfig(PreTrainedConfig):
         self.pixel_std = list(self.pixel_std) if self.pixel_std is not None else [0.5, 0.5, 0.5]
         super().__post_init__(**kwargs)
 
+    @classmethod
+    def from_dict(cls, config_dict: dict, **kwargs):
+        """Builds the config from a saved `config.json`'s contents, which must describe both towers."""
+        missing = [
+            name
+            for name in ("vision_config", "text_config")
+            if not isinstance(kwargs.get(name, config_dict.get(name)), (dict, PreTrainedConfig))
+        ]
+        if missing:
+            # Without them the defaults would silently build the 7B model (8 GB) before the weights fail to load.
+            raise ValueError(f"A saved ViLAMP config must describe its {' and '.join(missing)}; it has none.")
+        return super().from_dict(config_dict, **kwargs)
+
     def validate_vilamp_settings(self):
         """Part of `@strict` validation: the ViLAMP-specific fields."""
         if self.num_keyframes < 1:

@@ -18,6 +18,7 @@ import math
 from dataclasses import dataclass
 
 import torch
+from safetensors import SafetensorError
 from torch import nn
 from torch.nn import functional as F
 from transformers import AutoModel
@@ -188,6 +189,17 @@ class VilampPreTrainedModel(PreTrainedModel):
     _supports_flex_attn = True
     _supports_attention_backend = True
 
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """`PreTrainedModel.from_pretrained`, with damaged weight files reported against the model they belong to."""
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        except SafetensorError as error:  # safetensors' own message names no file
+            raise OSError(
+                f"Cannot read the safetensors weights in {pretrained_model_name_or_path}: {error} (a truncated or "
+                "damaged download?)"
+            ) from error
+
     def _init_weights(self, module):
         super()._init_weights(module)
         if isinstance(module, VilampModel):
@@ -256,6 +268,21 @@ class VilampModel(VilampPreTrainedModel):
         device_default = 8 if device.type == "cpu" else 64
         return self.config.vision_chunk_size if self.config.vision_chunk_size is not None else device_default
 
+    def _check_normalized_frames(self, frames: torch.Tensor) -> None:
+        """Floating point frames must already be normalised: finite, and inside the range normalisation gives."""
+        if not bool(torch.isfinite(frames).all()):
+            raise ValueError("`pixel_values_videos` hold NaN or infinite values.")
+        mean, std = torch.tensor(self.config.pixel_mean), torch.tensor(self.config.pixel_std)
+        # A little slack for resampling overshoot; frames left in 0..255 or 0..1 before normalisation are far out.
+        low, high = float(((0 - mean) / std).min()) - 0.1, float(((1 - mean) / std).max()) + 0.1
+        smallest, largest = (float(value) for value in torch.aminmax(frames))
+        if smallest < low or largest > high:
+            raise ValueError(
+                f"Floating point `pixel_values_videos` must be normalised (mean {self.config.pixel_mean}, std "
+                f"{self.config.pixel_std}: values in [{low + 0.1:.2f}, {high - 0.1:.2f}]), got values in "
+                f"[{smallest:.3g}, {largest:.3g}]. Pass uint8 frames (0..255) to have the model normalise them."
+            )
+
     def _check_video_inputs(
         self,
         pixel_values_videos: torch.Tensor,
@@ -274,6 +301,8 @@ class VilampModel(VilampPreTrainedModel):
             raise ValueError(
                 f"`pixel_values_videos` must be uint8 or floating point, got {pixel_values_videos.dtype}."
             )
+        if pixel_values_videos.is_floating_point():
+            self._check_normalized_frames(pixel_values_videos)
         num_frames = pixel_values_videos.shape[0]
         if keyframe_mask is None or query_embeds is None:
             raise ValueError("`pixel_values_videos` needs `keyframe_mask` and `query_embeds` (see VilampProcessor).")
@@ -287,8 +316,8 @@ class VilampModel(VilampPreTrainedModel):
                 f"`query_embeds` must have shape (num_videos, {self.config.query_embed_dim}), "
                 f"got {tuple(query_embeds.shape)}."
             )
-        if not query_embeds.is_floating_point():
-            raise ValueError(f"`query_embeds` must be floating point, got {query_embeds.dtype}.")
+        if not query_embeds.is_floating_point() or not bool(torch.isfinite(query_embeds).all()):
+            raise ValueError(f"`query_embeds` must be finite floating point values, got {query_embeds.dtype} ones.")
         if video_frame_counts is None:
             if query_embeds.shape[0] != 1:
                 raise ValueError(

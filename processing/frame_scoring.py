@@ -17,6 +17,7 @@ import open_clip
 import torch
 from open_clip.model import CLIP
 from PIL import Image
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 
@@ -56,8 +57,14 @@ class FrameScorer:
         for name in (CONFIG_NAME, WEIGHTS_NAME):
             if not (directory / name).is_file():
                 raise FileNotFoundError(f"No frame scorer file {name} in {directory}.")
-        config = json.loads((directory / CONFIG_NAME).read_text())
-        return cls(config, load_file(directory / WEIGHTS_NAME))
+        config = _read_scorer_file(directory / CONFIG_NAME, lambda path: json.loads(path.read_text()))
+        state_dict = _read_scorer_file(directory / WEIGHTS_NAME, load_file)
+        try:
+            return cls(config, state_dict)
+        except (KeyError, TypeError, RuntimeError) as error:
+            raise ValueError(
+                f"The frame scorer in {directory} does not match its {CONFIG_NAME}: {str(error).splitlines()[0]}"
+            ) from error
 
     def save_pretrained(self, directory: str | os.PathLike) -> None:
         """Writes the weights (safetensors) and the open_clip config (JSON) into `directory`."""
@@ -75,9 +82,11 @@ class FrameScorer:
         crops = np.empty((len(frames), size, size, 3), dtype=np.uint8)
         for index, frame in enumerate(frames):
             height, width = frame.shape[:2]
-            scale = size / min(height, width)
-            # transformers' CLIPProcessor truncates the long side and crops with floor division; so does this.
-            new_height, new_width = (size, int(scale * width)) if height <= width else (int(scale * height), size)
+            # transformers' CLIPProcessor computes the long side as int(size * long / short), in this order: a
+            # precomputed scale (size / short) * long rounds 49 * (32 / 49) down to 31 and would crop past the edge.
+            short, long = min(height, width), max(height, width)
+            new_short, new_long = size, int(size * long / short)
+            new_height, new_width = (new_short, new_long) if height <= width else (new_long, new_short)
             resized = np.asarray(Image.fromarray(frame).resize((new_width, new_height), Image.BICUBIC))
             top, left = (new_height - size) // 2, (new_width - size) // 2
             crops[index] = resized[top : top + size, left : left + size]
@@ -101,3 +110,10 @@ class FrameScorer:
         """Questions -> `(len(queries), embed_dim)` text embeddings, each truncated to the scorer's 77 tokens."""
         tokens = self.tokenizer(list(queries)).to(self.model.logit_scale.device)
         return self.model.encode_text(tokens)
+
+
+def _read_scorer_file(path: Path, read):
+    try:
+        return read(path)
+    except (ValueError, SafetensorError) as error:  # a JSONDecodeError is a ValueError
+        raise ValueError(f"Cannot read the frame scorer file {path}: {error}") from error

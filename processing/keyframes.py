@@ -13,6 +13,12 @@ import torch
 from torch.nn import functional as F
 
 
+def check_num_keyframes(num_keyframes: int) -> None:
+    """Raises `ValueError` unless `num_keyframes` (K) is a positive integer."""
+    if isinstance(num_keyframes, bool) or not isinstance(num_keyframes, (int, np.integer)) or num_keyframes < 1:
+        raise ValueError(f"`num_keyframes` must be a positive integer, got {num_keyframes!r}.")
+
+
 def frame_relevance(frame_embeds: torch.Tensor, query_embed: torch.Tensor) -> torch.Tensor:
     """Cosine similarity `(N,)` of every frame embedding to the query embedding."""
     return unit_rows(frame_embeds) @ unit_rows(query_embed.reshape(1, -1))[0]
@@ -131,8 +137,7 @@ def select_keyframes(
         raise ValueError(
             f"`query_embed` has {query_embed.numel()} values but the frame embeddings have {frame_embeds.shape[1]}."
         )
-    if num_keyframes < 1:
-        raise ValueError(f"`num_keyframes` must be at least 1, got {num_keyframes}.")
+    check_num_keyframes(num_keyframes)
     unit_frames = unit_rows(frame_embeds.detach().cpu())
     relevance = unit_frames @ unit_rows(query_embed.detach().cpu().reshape(1, -1))[0]
     chosen = greedy_keyframes(unit_frames, relevance, num_keyframes, similarity_threshold, relevance_threshold)

@@ -23,6 +23,7 @@ produce for it. Feature merging happens in the model.
 import contextlib
 import os
 import re
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -36,19 +37,19 @@ from transformers.utils import auto_docstring, cached_file
 
 from .frame_scoring import CONFIG_NAME, WEIGHTS_NAME, FrameScorer
 from .keyframe_plot import plot_keyframes
-from .keyframes import frame_relevance, select_keyframes
+from .keyframes import check_num_keyframes, frame_relevance, select_keyframes
 from .video_decoding import (
     VideoInput,
     VideoSource,
+    check_sampling_settings,
     is_frame_list,
-    iter_frame_chunks,
     open_video,
     resize_frames,
-    sample_frame_indices,
 )
 
 
 SCORER_FILES = (WEIGHTS_NAME, CONFIG_NAME)
+TOKENIZER_LOCK = threading.Lock()
 
 
 # The "qwen_1_5" conversation format of the released evaluation scripts (reference section 5).
@@ -89,7 +90,7 @@ def decode_resize_and_score(
     """
     frames = np.empty((len(indices), 3, image_size, image_size), dtype=np.uint8)
     embeds = torch.empty(len(indices), frame_scorer.embed_dim) if frame_scorer is not None else None
-    chunks = _timed_iteration(iter_frame_chunks(source, indices, chunk_size), step_seconds, "decode")
+    chunks = _timed_iteration(source.iter_chunks(indices, chunk_size), step_seconds, "decode")
     position = 0
     with tqdm(total=len(indices), desc="decoding and scoring frames", unit="frame", disable=not show_progress) as bar:
         for chunk in chunks:
@@ -253,7 +254,9 @@ class VilampProcessor(ProcessorMixin):
             raise ValueError("VilampProcessor takes videos only: `images` and `audio` must be None.")
         if text is None:
             raise ValueError("`text` is required: a prompt with one `<video>` placeholder per video.")
-        texts = [text] if isinstance(text, str) else list(text)
+        texts = [text] if isinstance(text, str) else list(text) if isinstance(text, (list, tuple)) else None
+        if not texts or not all(isinstance(t, str) for t in texts):
+            raise ValueError(f"`text` must be a prompt or a non-empty list of prompts, got {text!r:.200}.")
         video_list = self._flatten_videos(videos)
         placeholder_counts = [t.count(self.video_token) for t in texts]
         if sum(placeholder_counts) != len(video_list):
@@ -268,13 +271,19 @@ class VilampProcessor(ProcessorMixin):
             "max_frames": max_frames if max_frames is not None else self.max_frames,
             "num_keyframes": num_keyframes if num_keyframes is not None else self.num_keyframes,
         }
+        check_sampling_settings(settings["fps"], settings["max_frames"])
+        check_num_keyframes(settings["num_keyframes"])
         query_embeds = self.frame_scorer.embed_queries(queries) if video_list else None
         processed = [
             self.process_video(video, query_embeds[index], show_progress=show_progress, **settings)
             for index, video in enumerate(video_list)
         ]
         expanded = self._expand_placeholders(texts, processed)
-        text_inputs = self.tokenizer(expanded, padding=len(expanded) > 1, return_tensors=return_tensors, **kwargs)
+        # A batch of prompts is padded unless told otherwise. The fast tokenizer keeps its padding settings as state,
+        # so concurrent calls from several threads must not interleave.
+        kwargs.setdefault("padding", len(expanded) > 1)
+        with TOKENIZER_LOCK:
+            text_inputs = self.tokenizer(expanded, return_tensors=return_tensors, **kwargs)
         data = dict(text_inputs)
         if processed:
             data.update(
@@ -304,7 +313,7 @@ class VilampProcessor(ProcessorMixin):
             `frames` `(N, 3, S, S)` uint8, `timestamps` `(N,)` seconds, `relevance` `(N,)` and `keyframe_mask` `(N,)`.
         """
         source = open_video(video, decoded_fps=fps)
-        indices = sample_frame_indices(source.num_frames, source.native_fps, fps, max_frames)
+        indices = source.sample(fps, max_frames)
         frames, frame_embeds = decode_resize_and_score(
             source, indices, self.image_size, self.frame_scorer, self.decode_chunk_size, show_progress
         )
@@ -318,7 +327,7 @@ class VilampProcessor(ProcessorMixin):
         )
         return {
             "frames": frames,
-            "timestamps": indices / source.native_fps,
+            "timestamps": source.timestamps[indices],
             "relevance": frame_relevance(frame_embeds, query_embed),
             "keyframe_mask": keyframe_mask,
         }
@@ -327,10 +336,7 @@ class VilampProcessor(ProcessorMixin):
     def _flatten_videos(videos) -> list:
         if videos is None:
             return []
-        if isinstance(videos, (str, os.PathLike, np.ndarray, torch.Tensor)):
-            return [videos]
-        videos = list(videos)
-        if videos and is_frame_list(videos):
+        if not isinstance(videos, (list, tuple)) or is_frame_list(videos):
             return [videos]
         flat = []
         for item in videos:
@@ -344,6 +350,9 @@ class VilampProcessor(ProcessorMixin):
             queries = [query] * num_videos if isinstance(query, str) else list(query)
             if len(queries) != num_videos:
                 raise ValueError(f"`query` gives {len(queries)} questions for {num_videos} videos.")
+            for position, question in enumerate(queries):
+                if not isinstance(question, str) or not question.strip():
+                    raise ValueError(f"`query` {position} must be a non-empty question, got {question!r}.")
             return queries
         # Every special token counts as template, not question: `<|im_start|>` is one without being named special.
         added = [token.content for token in self.tokenizer.added_tokens_decoder.values() if token.special]

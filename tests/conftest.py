@@ -134,3 +134,9 @@ def run_without_project(script: str, workdir: Path):
     return subprocess.run(
         [sys.executable, "-c", prelude + textwrap.dedent(script)], cwd=workdir, env=env, capture_output=True, text=True
     )
+
+
+@pytest.fixture(scope="session")
+def heavy_fill_processor():
+    """The heavy-fill fixture's processor (K = 8, 54 px), shared by tests that only read from it."""
+    return fixture_processor(load_fixture("heavy-fill"))

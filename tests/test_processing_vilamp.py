@@ -183,3 +183,22 @@ def test_trust_remote_code_load_in_fresh_process(heavy_fill, tmp_path):
     result = run_without_project(script, tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().startswith("transformers_modules.")
+
+
+def test_clip_preprocessing_equals_transformers_clip_processor_on_any_size(heavy_fill):
+    """
+    The scorer crops what transformers' CLIPProcessor (the original's preprocessing) crops, on every frame size,
+    small squares included (49x49 once came out as one column repeated).
+    """
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+    scorer = fixture_frame_scorer(heavy_fill)
+    size = scorer.image_size
+    reference = CLIPImageProcessorPil(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
+    rng = np.random.default_rng(0)
+    for height in [*range(1, 70), 110, 111, 225, 360]:
+        for width in (1, 2, 3, height, height + 1, 49, 55, 110, 640):
+            frame = rng.integers(0, 256, (1, height, width, 3), dtype=np.uint8)
+            expected = reference(list(frame), return_tensors="np", input_data_format="channels_last")
+            got = scorer.preprocess(frame)
+            assert torch.equal(got, torch.from_numpy(expected["pixel_values"])), (height, width)
