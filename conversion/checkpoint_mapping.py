@@ -103,13 +103,18 @@ def count_vision_layers(keys: Iterable[str]) -> int:
     return len(indices)
 
 
+def is_position_ids(clip_key: str) -> bool:
+    """An integer buffer of transformers' CLIP, not a weight: open_clip derives positions itself."""
+    return clip_key.endswith("position_ids")
+
+
 def convert_frame_scorer_state_dict(clip_state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Converts the frame scorer's weights from transformers' `CLIPModel` layout to open_clip's `CLIP` layout."""
     converted: dict[str, torch.Tensor] = {}
     qkv_parts: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
     for key, tensor in clip_state_dict.items():
-        if key.endswith("position_ids"):
-            continue  # a buffer of transformers' CLIP; open_clip derives positions itself
+        if is_position_ids(key):
+            continue
         renamed = _apply_first_rule(key, FRAME_SCORER_KEY_RULES)
         if renamed is None:
             raise KeyError(f"Unknown frame scorer tensor {FRAME_SCORER_PREFIX}{key} in the original checkpoint.")
@@ -315,6 +320,22 @@ def transformers_clip_config(open_clip_config: dict) -> CLIPConfig:
     )
 
 
+def cast_weight(key: str, tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """
+    `tensor` cast to the floating point `dtype`. Raises `ValueError` naming `key` when the source is not floating
+    point, or when a value is NaN or infinite: in the source, or after the cast (float16 ends at 65504).
+    """
+    if not tensor.is_floating_point():
+        raise ValueError(f"Source tensor {key!r} has dtype {tensor.dtype}; the model needs floating point there.")
+    cast = tensor.to(dtype)
+    # One pass over the cast tensor in the common case; the source is looked at only to word the error.
+    if not torch.isfinite(cast).all():
+        if torch.isfinite(tensor).all():
+            raise ValueError(f"Source tensor {key!r} has values beyond the range of {dtype}.")
+        raise ValueError(f"Source tensor {key!r} holds NaN or infinite values.")
+    return cast
+
+
 def check_frame_scorer_tensors(original_config: dict, clip_tensors: dict[str, torch.Tensor]) -> None:
     """
     Checks that every tensor of the scorer's transformers `CLIPModel` is present with its shape, and nothing else
@@ -323,8 +344,8 @@ def check_frame_scorer_tensors(original_config: dict, clip_tensors: dict[str, to
     clip_config = transformers_clip_config(frame_scorer_config(original_config))
     with torch.device("meta"):
         expected = {key: tensor.shape for key, tensor in CLIPModel(clip_config).state_dict().items()}
-    present = {key: tensor for key, tensor in clip_tensors.items() if not key.endswith("position_ids")}
-    expected = {key: shape for key, shape in expected.items() if not key.endswith("position_ids")}
+    present = {key: tensor for key, tensor in clip_tensors.items() if not is_position_ids(key)}
+    expected = {key: shape for key, shape in expected.items() if not is_position_ids(key)}
     missing = sorted(FRAME_SCORER_PREFIX + key for key in set(expected) - set(present))
     extra = sorted(FRAME_SCORER_PREFIX + key for key in set(present) - set(expected))
     if missing or extra:

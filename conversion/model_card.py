@@ -125,7 +125,7 @@ vilamp ask movie.mp4 "What happens at the end?" --model {repo_id} --max-frames 1
 It prints the answer, the keyframes with their timestamps and the token budget; `--plot` draws the question's
 relevance over time with the keyframes marked.
 
-Needs `open_clip_torch` and `decord` for the processor (frame scoring and decoding) besides `transformers` and
+Needs `open_clip_torch` and `av` (PyAV) for the processor (frame scoring and decoding) besides `transformers` and
 `torch`.
 
 ## Limitations

@@ -187,9 +187,23 @@ def test_converting_twice_is_byte_identical(tmp_path):
         assert (first / name).read_bytes() == (second / name).read_bytes(), name
 
 
-def test_default_dtype_is_bfloat16_and_verifies(tmp_path):
+def test_default_dtype_is_bfloat16_and_verifies_before_the_move(tmp_path, monkeypatch):
+    import conversion.verify_conversion
+
+    verified = []
+
+    def recording_verification(source, directory):
+        verified.append(Path(directory))
+        return verify_conversion(source, directory)
+
+    monkeypatch.setattr(conversion.verify_conversion, "verify_conversion", recording_verification)
     output = tmp_path / "out"
     assert main(["--checkpoint", str(FIXTURES / "partial-fill"), "--output", str(output)]) == 0
+    # Verified (trust_remote_code included) in a temporary directory beside the output, under the output's name
+    # because transformers caches a directory's code by its name; then moved into place, nothing left behind.
+    [staging] = verified
+    assert staging.name == "out" and staging.parent.name.startswith(".out.partial-")
+    assert staging.parent.parent == tmp_path and sorted(tmp_path.iterdir()) == [output]
     tensors = converted_tensors(output)
     assert {tensor.dtype for tensor in tensors.values()} == {torch.bfloat16}
     # The frame scorer runs in float32 on the CPU inside the processor, whatever the model's dtype.
@@ -250,14 +264,6 @@ def test_command_line_reports_errors_in_one_line(tmp_path, capsys):
     assert main(["--checkpoint", str(source), "--output", str(tmp_path / "out")]) == 2
     error = capsys.readouterr().err
     assert error.startswith("error: Unknown tensor 'model.mystery_head.weight'") and error.count("\n") == 1
-
-
-def test_output_that_already_holds_weights_is_refused(tmp_path):
-    output = tmp_path / "out"
-    output.mkdir()
-    save_file({"x": torch.zeros(1)}, output / "model.safetensors")
-    with pytest.raises(ConversionError, match="already holds weight files"):
-        convert_checkpoint(FIXTURES / "partial-fill", output, log=quiet)
 
 
 def test_hub_id_is_downloaded_and_push_uploads_the_folder(tmp_path, monkeypatch):
