@@ -1,22 +1,74 @@
-"""The `vilamp` command end to end (subprocess), its JSON record, its errors, and the keyframe timeline picture."""
+"""
+The `vilamp` command: end to end as a person types it (subprocess, progress bars on), its JSON record, the keyframe
+timeline picture, model loading without running shipped code, and its errors (in process: they need no fresh Python).
+"""
 
 import json
+import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import av
+import numpy as np
 import pytest
 from PIL import Image
 
 from conftest import CLIP_PATH, FIXTURES
+from media import write_video
+from vilamp import cli
 
 
 VILAMP = Path(sys.executable).parent / "vilamp"  # the console script that `pip install` puts beside python
+PROGRESS_BARS = ("decoding and scoring frames", "encoding frames")
 
 
-def vilamp(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([str(VILAMP), *args], capture_output=True, text=True, timeout=300, cwd=cwd)
+def vilamp(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(VILAMP), *args], capture_output=True, text=True, timeout=300, cwd=cwd, env={**os.environ, **(env or {})}
+    )
+
+
+def run_main(capfd, *args: str) -> tuple[int, str, str]:
+    """`vilamp ARGS` in this process: exit code, stdout and stderr (file descriptors, so C libraries' writes too)."""
+    try:
+        code = cli.main(list(args))
+    except SystemExit as exit_:  # argparse's usage errors
+        code = exit_.code
+    out, err = capfd.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(autouse=True)
+def own_modules_cache(tmp_path, monkeypatch):
+    """Code that `--trust-remote-code` runs is copied into HF_MODULES_CACHE: one per test, none in the user's."""
+    monkeypatch.setenv("HF_MODULES_CACHE", str(tmp_path / "hf-modules"))
+
+
+@pytest.fixture
+def no_loading(monkeypatch):
+    """Fails the test if the command gets as far as loading a model: its checks must come first."""
+
+    def load(*_args, **_kwargs):
+        raise AssertionError("the model was loaded before the arguments were checked")
+
+    monkeypatch.setattr(cli, "load_model_and_processor", load)
+
+
+@pytest.fixture(scope="session")
+def long_clip(tmp_path_factory) -> Path:
+    """
+    40 s of real footage, 320x180 at 25 fps: the bundled clip's 132 frames played forwards and backwards in turn.
+    About 1 frame per second is sampled, 40 frames: 5 chunks of 8 through the vision tower on CPU.
+    """
+    with av.open(str(CLIP_PATH)) as container:
+        frames = np.stack([f.to_ndarray(format="rgb24", width=320, height=180) for f in container.decode(video=0)])
+    forwards_and_back = np.concatenate([np.arange(len(frames)), np.arange(len(frames) - 2, 0, -1)])
+    order = np.resize(forwards_and_back, 40 * 25)  # repeated as often as it takes
+    path = tmp_path_factory.mktemp("clips") / "long.mp4"
+    return write_video(path, frames[order], fps=25, options={"preset": "ultrafast"})
 
 
 @pytest.fixture(scope="module")
@@ -25,6 +77,56 @@ def json_run(tmp_path_factory) -> tuple[dict, Path]:
     result = vilamp("ask", str(CLIP_PATH), "What is the rabbit doing?", "--json", "--plot", str(plot))
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout), plot
+
+
+@pytest.fixture(scope="module")
+def converted_model(tmp_path_factory) -> Path:
+    """
+    A fixture checkpoint converted by `vilamp convert`, whose shipped `modeling_vilamp.py` is tampered with: on import
+    it creates the file named by $SHIPPED_CODE_RAN.
+    """
+    model_dir = tmp_path_factory.mktemp("converted") / "model"
+    convert = vilamp("convert", "--checkpoint", str(FIXTURES / "heavy-fill"), "--output", str(model_dir), "--quiet")
+    assert convert.returncode == 0, convert.stderr
+    assert convert.stdout == "" and convert.stderr == ""  # --quiet: no messages, no weight-loading bar
+    shipped = model_dir / "modeling_vilamp.py"
+    marker_code = 'import os, pathlib\npathlib.Path(os.environ["SHIPPED_CODE_RAN"]).touch()\n'
+    shipped.write_text(marker_code + shipped.read_text())
+    return model_dir
+
+
+def answer_lines_and_bars(result: subprocess.CompletedProcess, frames: int) -> list[str]:
+    """
+    stdout's lines, once stderr is checked to hold the two progress bars, each run to `frames` frames, and nothing
+    else: no traceback, no decoder log lines.
+    """
+    assert result.returncode == 0, result.stderr
+    bar_updates = [update for update in re.split(r"[\r\n]+", result.stderr) if update.strip()]  # \r redraws a bar
+    assert all(update.startswith(PROGRESS_BARS) for update in bar_updates), result.stderr
+    for bar in PROGRESS_BARS:
+        assert any(update.startswith(f"{bar}: 100%") and f" {frames}/{frames} " in update for update in bar_updates)
+    lines = result.stdout.splitlines()
+    assert lines[0] == cli.EMBEDDED_DEFAULT_NOTE and lines[1].startswith("answer: ")
+    return lines
+
+
+def test_readme_command_with_progress_bars():
+    # `vilamp ask` as the README gives it. The encoding bar's hook broke the vision tower whenever the bar redrew at
+    # an update, which on a busy machine is any update 0.1 s after the last; TQDM_MININTERVAL=0 redraws at each.
+    lines = answer_lines_and_bars(vilamp("ask", env={"TQDM_MININTERVAL": "0"}), frames=6)
+    assert "frames sampled: 6 (about 1 per second)" in lines
+
+
+def test_ask_about_a_long_clip_with_progress_bars(long_clip):
+    # No --quiet, no --json: 5 vision chunks, so the encoding bar redraws while the tower still has chunks to go.
+    lines = answer_lines_and_bars(vilamp("ask", str(long_clip), "What does the rabbit do?"), frames=40)
+    keyframes = [line for line in lines if line.startswith("keyframe ")]
+    assert len(keyframes) == 2 and all(re.search(r"frame +\d+ at 00:00:[0-3]\d$", line) for line in keyframes)
+    # K = 2: 2 keyframes x 196 + 38 merged frames + 1 newline.
+    assert lines[-2:] == [
+        "frames sampled: 40 (about 1 per second)",
+        "visual tokens: 431 (uniform 196 per frame would be 7,841; 18.2x fewer)",
+    ]
 
 
 def test_ask_on_the_embedded_default_prints_answer_keyframes_and_budget():
@@ -39,12 +141,6 @@ def test_ask_on_the_embedded_default_prints_answer_keyframes_and_budget():
     # 2 keyframes x 196 + 4 merged frames + 1 newline, against 6 x 196 + 1 for uniform encoding.
     assert "visual tokens: 397 (uniform 196 per frame would be 1,177; 3.0x fewer)" in lines
     assert result.stderr == ""  # --quiet: no progress bars
-
-
-def test_progress_bars_on_stderr_unless_quiet():
-    result = vilamp("ask")
-    assert result.returncode == 0, result.stderr
-    assert "decoding and scoring frames" in result.stderr and "encoding frames" in result.stderr
 
 
 def test_json_record_schema(json_run):
@@ -81,43 +177,135 @@ def test_plot_is_a_png_of_sensible_size(json_run):
     assert image.format == "PNG" and width == 1200 and 400 <= height <= 1200
 
 
-def test_ask_with_a_converted_model(tmp_path):
-    model_dir = tmp_path / "model"
-    convert = vilamp("convert", "--checkpoint", str(FIXTURES / "heavy-fill"), "--output", str(model_dir), "--quiet")
-    assert convert.returncode == 0, convert.stderr
-    assert convert.stdout == "" and (model_dir / "config.json").is_file()
-    result = vilamp("ask", str(CLIP_PATH), "what?", "--model", str(model_dir), "--json", "--max-new-tokens", "3")
+def ask_converted_model(model_dir: Path, marker: Path, *options: str) -> dict:
+    """The `--json` record of a question to the converted fixture; `marker` appears if its shipped code ran."""
+    result = vilamp(
+        *("ask", str(CLIP_PATH), "what?", "--model", str(model_dir), "--json", "--max-new-tokens", "3", *options),
+        env={"SHIPPED_CODE_RAN": str(marker)},
+    )
     assert result.returncode == 0, result.stderr
-    record = json.loads(result.stdout)
-    assert record["embedded_default"] is False and record["model"] == str(model_dir)
+    return json.loads(result.stdout)
+
+
+def test_ask_with_a_converted_model_runs_none_of_its_shipped_code(converted_model, tmp_path):
+    record = ask_converted_model(converted_model, tmp_path / "shipped-code-ran")
+    assert record["embedded_default"] is False and record["model"] == str(converted_model)
     assert len(record["keyframes"]) == 6  # every sampled frame: the clip has 6, the fixture's K is 8
+    assert not (tmp_path / "shipped-code-ran").exists()
+
+
+def test_trust_remote_code_runs_the_shipped_code(converted_model, tmp_path):
+    record = ask_converted_model(converted_model, tmp_path / "shipped-code-ran", "--trust-remote-code")
+    assert len(record["keyframes"]) == 6
+    assert (tmp_path / "shipped-code-ran").exists()
 
 
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
-        (["ask", "missing.mp4"], "vilamp: error: no such video file: missing.mp4"),
-        (["ask", "not-a-video.mp4"], "vilamp: error: Cannot read video not-a-video.mp4"),
-        (["ask", str(CLIP_PATH), "--model", "no/such/model"], "vilamp: error: no such model directory"),
-        (["ask", "--model", str(FIXTURES)], "vilamp: error: VIDEO is required with --model"),
-        (["ask", "--plot", "timeline.jpg"], "vilamp: error: --plot writes a PNG"),
-        (["convert", "--checkpoint", "missing-dir/x/y", "--output", "out"], "vilamp: error: --checkpoint"),
+        (["ask", "missing.mp4"], "no such video file: missing.mp4"),
+        (["ask", "."], "not a video file: ."),
+        (["ask", str(CLIP_PATH), "--model", "no/such/model"], "no such model directory, and not a Hub id: no/such"),
+        (["ask", "--model", str(FIXTURES)], "VIDEO is required with --model"),
+        (["ask", str(CLIP_PATH), ""], "the question is empty"),
+        (["ask", str(CLIP_PATH), " \n\t"], "the question is empty"),
+        (["ask", "--plot", "timeline.jpg"], "--plot writes a PNG"),
+        (["ask", "--plot", "no-such-folder/timeline.png"], "--plot no-such-folder/timeline.png: no such directory"),
+        (["convert", "--checkpoint", "missing-dir/x/y", "--output", "out"], "--checkpoint"),
     ],
 )
-def test_errors_are_one_line_with_exit_code_2(tmp_path, arguments, message):
-    (tmp_path / "not-a-video.mp4").write_text("this is not a video")
-    result = vilamp(*arguments, "--quiet", cwd=tmp_path)
-    assert result.returncode == 2
-    assert "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines()[-1].startswith(message)
+def test_mistakes_are_one_line_with_exit_code_2_before_any_loading(
+    capfd, monkeypatch, no_loading, tmp_path, arguments, message
+):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_main(capfd, *arguments)
+    assert code == 2 and out == ""
+    assert len(err.splitlines()) == 1 and err.startswith(f"vilamp: error: {message}"), err
 
 
-def test_debug_shows_the_traceback(tmp_path):
-    result = vilamp("ask", "missing.mp4", "--debug", cwd=tmp_path)
-    assert result.returncode == 2
-    assert "Traceback" in result.stderr and "CliError" in result.stderr
+def write_truncated_clip(folder: Path) -> Path:
+    path = folder / "truncated.mp4"
+    data = CLIP_PATH.read_bytes()
+    path.write_bytes(data[: len(data) // 5])
+    return path
 
 
-def test_bad_option_values_are_usage_errors():
-    result = vilamp("ask", "--keyframes", "0")
-    assert result.returncode == 2 and "must be at least 1" in result.stderr
+def write_text_file(folder: Path) -> Path:
+    path = folder / "not-a-video.mp4"
+    path.write_text("this is not a video")
+    return path
+
+
+@pytest.mark.parametrize("make_file", [write_text_file, write_truncated_clip])
+def test_undecodable_video_is_one_line_naming_it(capfd, tmp_path, make_file):
+    video = make_file(tmp_path)
+    code, out, err = run_main(capfd, "ask", str(video))  # progress bars on: nothing of the decoder's shows
+    assert code == 2 and out == ""
+    lines = err.splitlines()
+    # The decoder's reason in our words (PyAV's), naming the file, and nothing the C libraries printed.
+    assert len(lines) == 1 and re.match(rf"vilamp: error: Cannot (read|decode frames of) video {video}: .", lines[0])
+
+
+def empty_directory(folder: Path) -> Path:
+    return folder
+
+
+def other_model_type(folder: Path) -> Path:
+    (folder / "config.json").write_text('{"model_type": "bert", "hidden_size": 32}')
+    return folder
+
+
+def config_not_json(folder: Path) -> Path:
+    (folder / "config.json").write_text("model_type = vilamp")
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("make_directory", "message"),
+    [
+        (empty_directory, "not a ViLAMP model directory (no config.json)"),
+        (other_model_type, "not a ViLAMP model directory (its config.json is for model type 'bert')"),
+        (config_not_json, "not a ViLAMP model directory (config.json is not a JSON object)"),
+    ],
+)
+def test_model_directory_that_is_not_vilamp_is_one_line_naming_it(
+    capfd, no_loading, tmp_path, make_directory, message
+):
+    directory = make_directory(tmp_path)
+    code, _, err = run_main(capfd, "ask", str(CLIP_PATH), "--model", str(directory))
+    assert code == 2 and err.splitlines() == [f"vilamp: error: {message}: {directory}"]
+
+
+def test_model_directory_with_truncated_weights_is_one_line_naming_it(capfd, converted_model, tmp_path):
+    directory = shutil.copytree(converted_model, tmp_path / "model")
+    weights = directory / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    code, _, err = run_main(capfd, "ask", str(CLIP_PATH), "--model", str(directory))
+    assert code == 2 and len(err.splitlines()) == 1
+    assert err.startswith(f"vilamp: error: cannot load model {directory}: ")
+
+
+def test_debug_shows_the_traceback_and_the_decoder_message(capfd, tmp_path):
+    video = write_text_file(tmp_path)
+    code, _, err = run_main(capfd, "ask", str(video), "--debug")
+    assert code == 2 and "Traceback" in err and "CliError" in err
+    assert "The above exception was the direct cause" in err  # the decoder's own error, chained
+    assert err.splitlines()[-1].startswith(f"vilamp: error: Cannot read video {video}")
+
+
+@pytest.mark.parametrize("option", ["--max-frames", "--keyframes", "--max-new-tokens"])
+@pytest.mark.parametrize("value", ["0", "-3", "2.5", "ten", ""])
+def test_bad_counts_are_usage_errors(capfd, option, value):
+    code, out, err = run_main(capfd, "ask", option, value)
+    assert code == 2 and out == ""
+    assert err.splitlines()[-1] == (
+        f"vilamp ask: error: argument {option}: must be a whole number of at least 1, got {value!r}"
+    )
+
+
+def test_native_stderr_is_silenced_while_python_stderr_still_shows(capfd):
+    with cli.native_stderr_silenced():
+        os.write(2, b"[mov,mp4,m4a,3gp,3g2,mj2 @ 0x5581] moov atom not found\n")  # as FFmpeg logs
+        print("decoding and scoring frames: 100%", file=sys.stderr)  # as tqdm draws
+    os.write(2, b"after\n")
+    assert capfd.readouterr().err == "decoding and scoring frames: 100%\nafter\n"

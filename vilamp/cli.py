@@ -12,6 +12,7 @@ embedded default, a tiny random-weight model built on the spot (its answers are 
 import argparse
 import contextlib
 import json
+import os
 import re
 import sys
 import traceback
@@ -19,9 +20,11 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from tqdm.auto import tqdm
 
 from conversion.convert_vilamp_to_hf import DTYPES as WEIGHT_DTYPES
+from modeling_vilamp import VilampConfig
 from processing.keyframe_plot import format_timestamp
 
 from .tiny import BUNDLED_CLIP, tiny_model_and_processor
@@ -45,22 +48,73 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def load_model_and_processor(model_id: str | None, device: torch.device, dtype: str):
-    """The model and processor at `model_id` (directory or Hub id), or the embedded default when it is None."""
+def load_model_and_processor(model_id: str | None, device: torch.device, dtype: str, trust_remote_code: bool = False):
+    """
+    The model and processor at `model_id` (directory or Hub id), or the embedded default when it is None.
+
+    They are built from this project's classes, which this module registers with the Auto classes by importing
+    `modeling_vilamp` and `processing`; the code a model ships beside its weights runs only with `trust_remote_code`
+    (`--trust-remote-code`).
+    """
     if model_id is None:
         model, processor = tiny_model_and_processor()
         return model.to(device), processor
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    if not Path(model_id).is_dir() and not HUB_ID.fullmatch(model_id):
-        raise CliError(f"no such model directory, and not a Hub id: {model_id}")
     try:
-        processor = AutoProcessor.from_pretrained(model_id, trust_remote_code=True)
-        model = AutoModelForImageTextToText.from_pretrained(model_id, trust_remote_code=True, dtype=DTYPES[dtype])
-    except (OSError, ValueError, KeyError) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise CliError(f"cannot load model {model_id!r}: {first_line}") from error
+        model_class, processor_class = (
+            shipped_classes(model_id) if trust_remote_code else (AutoModelForImageTextToText, AutoProcessor)
+        )
+        processor = processor_class.from_pretrained(model_id)
+        model = model_class.from_pretrained(model_id, dtype=DTYPES[dtype])
+    except (OSError, ValueError, KeyError, SafetensorError) as error:  # safetensors: a damaged weights file
+        raise CliError(f"cannot load model {model_id}: {first_line(error)}") from error
     return model.to(device).eval(), processor
+
+
+def shipped_classes(model_id: str) -> tuple[type, type]:
+    """
+    The model and processor classes from the code that `model_id` ships (its configs' `auto_map`). Not through the
+    Auto classes: with `trust_remote_code=True` they still prefer the classes registered here for model type "vilamp".
+    """
+    from transformers import PreTrainedConfig
+    from transformers.dynamic_module_utils import get_class_from_dynamic_module
+    from transformers.processing_utils import ProcessorMixin
+
+    model_map = PreTrainedConfig.get_config_dict(model_id)[0].get("auto_map", {})
+    processor_map = ProcessorMixin.get_processor_dict(model_id)[0].get("auto_map", {})
+    if "AutoModelForImageTextToText" not in model_map or "AutoProcessor" not in processor_map:
+        raise CliError(f"--trust-remote-code: {model_id} ships no model or processor code (no auto_map)")
+    return (
+        get_class_from_dynamic_module(model_map["AutoModelForImageTextToText"], model_id),
+        get_class_from_dynamic_module(processor_map["AutoProcessor"], model_id),
+    )
+
+
+def check_model_source(model_id: str) -> None:
+    """Fails in one line naming `model_id` unless it is a ViLAMP model directory or could be a Hub id."""
+    if Path(model_id).is_dir():
+        check_model_directory(model_id)
+    elif not HUB_ID.fullmatch(model_id):
+        raise CliError(f"no such model directory, and not a Hub id: {model_id}")
+
+
+def check_model_directory(directory: str) -> None:
+    config_file = Path(directory) / "config.json"
+    if not config_file.is_file():
+        raise CliError(f"not a ViLAMP model directory (no config.json): {directory}")
+    try:
+        model_type = json.loads(config_file.read_text()).get("model_type")
+    except (ValueError, AttributeError) as error:  # not JSON, or JSON but not an object
+        raise CliError(f"not a ViLAMP model directory (config.json is not a JSON object): {directory}") from error
+    if model_type != VilampConfig.model_type:
+        raise CliError(f"not a ViLAMP model directory (its config.json is for model type {model_type!r}): {directory}")
+
+
+def first_line(error: Exception) -> str:
+    """The first line of an exception's message, or its type's name when it has none."""
+    message = str(error).strip()
+    return message.splitlines()[0] if message else type(error).__name__
 
 
 def check_video_file(video: str) -> None:
@@ -71,13 +125,56 @@ def check_video_file(video: str) -> None:
         raise CliError(f"not a video file: {video}")
 
 
+def check_question(question: str) -> None:
+    if not question.strip():
+        raise CliError("the question is empty: ask something about the video, or leave QUESTION out for the default.")
+
+
+def check_plot_path(plot: str) -> None:
+    """Fails before any loading when the picture could not be written at the end."""
+    path = Path(plot)
+    if path.suffix.lower() != ".png":
+        raise CliError(f"--plot writes a PNG; give a path ending in .png, not {plot!r}.")
+    if not path.parent.is_dir():
+        raise CliError(f"--plot {plot}: no such directory {path.parent}")
+
+
+@contextlib.contextmanager
+def native_stderr_silenced(enabled: bool = True) -> Iterator[None]:
+    """
+    Sends what C libraries write straight to file descriptor 2 (a video decoder's log lines about a damaged file) to
+    /dev/null, while `sys.stderr` (progress bars, warnings) keeps writing to the real stderr through a duplicate of
+    that descriptor. Python loggers that hold the previous `sys.stderr` are silenced too, until the block ends.
+    """
+    if not enabled:
+        yield
+        return
+    python_stderr = sys.stderr
+    python_stderr.flush()
+    real_stderr = open(os.dup(2), "w", encoding=python_stderr.encoding, errors="backslashreplace")
+    with open(os.devnull, "w") as devnull:
+        os.dup2(devnull.fileno(), 2)
+    sys.stderr = real_stderr
+    try:
+        yield
+    finally:
+        real_stderr.flush()
+        os.dup2(real_stderr.fileno(), 2)
+        real_stderr.close()
+        sys.stderr = python_stderr
+
+
 @contextlib.contextmanager
 def encoding_progress(model, num_frames: int, enabled: bool) -> Iterator[None]:
     """A progress bar over the frames that pass through the vision tower, fed by a hook on it."""
     bar = tqdm(total=num_frames, desc="encoding frames", unit="frame", disable=not enabled)
-    handle = model.get_submodule("model.vision_tower").register_forward_pre_hook(
-        lambda _module, args: bar.update(args[0].shape[0])
-    )
+
+    def count_frames(_module, args) -> None:
+        # Returns None on purpose: whatever a forward pre-hook returns replaces the module's inputs (and
+        # `bar.update` returns True whenever the bar redraws).
+        bar.update(args[0].shape[0])
+
+    handle = model.get_submodule("model.vision_tower").register_forward_pre_hook(count_frames)
     try:
         yield
     finally:
@@ -94,21 +191,26 @@ def ask(
     num_keyframes: int | None = None,
     max_new_tokens: int = 64,
     show_progress: bool = True,
+    show_decoder_logs: bool = False,
 ):
-    """Runs one question through processor and model; returns the answer text and the processor's output."""
+    """
+    Runs one question through processor and model; returns the answer text and the processor's output. The video
+    decoder's own log lines reach stderr only with `show_decoder_logs`; otherwise one error line names a bad file.
+    """
     messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": question}]}]
     prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
-    try:
-        inputs = processor(
-            text=prompt,
-            videos=video,
-            max_frames=max_frames,
-            num_keyframes=num_keyframes,
-            show_progress=show_progress,
-        )
-    except (OSError, RuntimeError, ValueError) as error:  # decord reports an undecodable file as a RuntimeError
-        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise CliError(message if video in message else f"cannot read video {video}: {message}") from error
+    with native_stderr_silenced(enabled=not show_decoder_logs):
+        try:
+            inputs = processor(
+                text=prompt,
+                videos=video,
+                max_frames=max_frames,
+                num_keyframes=num_keyframes,
+                show_progress=show_progress,
+            )
+        except (OSError, ValueError) as error:  # the question was checked: what fails here is reading the video
+            message = first_line(error)
+            raise CliError(message if video in message else f"cannot decode video {video}: {message}") from error
     num_frames = int(inputs["video_frame_counts"].sum())
     with torch.no_grad(), encoding_progress(model, num_frames, enabled=show_progress):
         output = model.generate(**inputs.to(model.device), max_new_tokens=max_new_tokens, do_sample=False)
@@ -160,14 +262,17 @@ def run_ask(args: argparse.Namespace) -> int:
     if args.video is None:
         raise CliError("VIDEO is required with --model (the bundled clip is only the embedded default's).")
     check_video_file(args.video)
-    if args.plot and Path(args.plot).suffix.lower() != ".png":
-        raise CliError(f"--plot writes a PNG; give a path ending in .png, not {args.plot!r}.")
+    check_question(args.question)
+    if args.model:
+        check_model_source(args.model)
+    if args.plot:
+        check_plot_path(args.plot)
     show_progress = not (args.quiet or args.json)
     if not show_progress:
-        from transformers.utils import logging
-
-        logging.disable_progress_bar()
-    model, processor = load_model_and_processor(args.model, resolve_device(args.device), args.dtype)
+        disable_library_progress_bars()
+    model, processor = load_model_and_processor(
+        args.model, resolve_device(args.device), args.dtype, trust_remote_code=args.trust_remote_code
+    )
     answer, inputs = ask(
         model,
         processor,
@@ -176,7 +281,8 @@ def run_ask(args: argparse.Namespace) -> int:
         args.max_frames,
         args.keyframes,
         args.max_new_tokens,
-        show_progress,
+        show_progress=show_progress,
+        show_decoder_logs=args.debug,
     )
     record = summarize(processor, inputs, answer, args.video, args.question, args.model)
     if args.plot:
@@ -191,14 +297,23 @@ def run_ask(args: argparse.Namespace) -> int:
 def run_convert(args: argparse.Namespace) -> int:
     from conversion.convert_vilamp_to_hf import run
 
+    if args.quiet:
+        disable_library_progress_bars()  # the conversion's verification loads the model back
     return run(args, log=(lambda _message: None) if args.quiet else print)
 
 
+def disable_library_progress_bars() -> None:
+    """Turns off the bars transformers draws itself (loading weights), for `--quiet` and `--json`."""
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()
+
+
 def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+    """argparse type for counts (frames, keyframes, tokens): a whole number of at least 1."""
+    if not text.strip().isdecimal() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
+    return int(text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -216,6 +331,12 @@ def build_parser() -> argparse.ArgumentParser:
     ask_parser.add_argument("video", nargs="?", help="video file (default: the bundled clip, embedded default only)")
     ask_parser.add_argument("question", nargs="?", default=DEFAULT_QUESTION, help=f"default: {DEFAULT_QUESTION!r}")
     ask_parser.add_argument("--model", help="converted ViLAMP: a directory or Hub id (default: embedded tiny model)")
+    ask_parser.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="run the Python code that the --model directory or repository ships (only for sources you trust; "
+        "this project's own classes need none)",
+    )
     ask_parser.add_argument("--max-frames", type=positive_int, help="cap on sampled frames (processor default: 600)")
     ask_parser.add_argument("--keyframes", type=positive_int, help="K, the keyframes kept (processor default: 32)")
     ask_parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
