@@ -20,12 +20,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from conversion.checkpoint_mapping import KNOWN_FRAME_SCORERS
-from modeling_vilamp import VilampConfig, VilampForConditionalGeneration
-from processing import FrameScorer
-from processing.keyframes import fill_gaps, frame_relevance, select_keyframes, unit_rows
-from processing.processing_vilamp import decode_resize_and_score
-from processing.video_decoding import open_video, sample_frame_indices
+from vilamp.conversion.checkpoint_mapping import KNOWN_FRAME_SCORERS
+from vilamp.modeling_vilamp import VilampConfig, VilampForConditionalGeneration
+from vilamp.processing import FrameScorer
+from vilamp.processing.keyframes import fill_gaps, frame_relevance, select_keyframes, unit_rows
+from vilamp.processing.processing_vilamp import decode_resize_and_score
+from vilamp.processing.video_decoding import open_video, sample_frame_indices
 from vilamp.tiny import TINY_SCORER, TINY_TEXT_CONFIG, TINY_VISION_CONFIG
 
 

@@ -2,7 +2,7 @@
 Converts the released ViLAMP checkpoint (`orange-sk/ViLAMP-llava-qwen`, LLaVA-NeXT layout) into a repository that
 `AutoModelForImageTextToText` and `AutoProcessor` load with `trust_remote_code=True`:
 
-    python -m conversion.convert_vilamp_to_hf --checkpoint orange-sk/ViLAMP-llava-qwen --output ViLAMP-hf
+    python -m vilamp.conversion.convert_vilamp_to_hf --checkpoint orange-sk/ViLAMP-llava-qwen --output ViLAMP-hf
 
 Tensors are read one at a time and written shard by shard, so peak memory is about one output shard, not the model.
 Each source tensor is routed by `checkpoint_mapping` (model, frame scorer, or an explicit drop with its reason);
@@ -29,9 +29,9 @@ from transformers import AutoTokenizer, GenerationConfig, PreTrainedConfig
 from transformers.dynamic_module_utils import custom_object_save
 from transformers.utils.hub import convert_file_size_to_int
 
-from modeling_vilamp import VilampConfig, VilampForConditionalGeneration
-from processing import FrameScorer, VilampProcessor
-
+from ..modeling_vilamp import VilampConfig, VilampForConditionalGeneration
+from ..processing import FrameScorer, VilampProcessor
+from .arguments import DTYPE_NAMES, VERIFY_BY_DEFAULT_MAX_PARAMETERS, add_conversion_arguments
 from .checkpoint_mapping import (
     cast_weight,
     check_frame_scorer_tensors,
@@ -53,12 +53,10 @@ from .original_checkpoint import (
 )
 
 
-DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+DTYPES = {name: getattr(torch, name) for name in DTYPE_NAMES}
 VIDEO_TOKEN = "<video>"
 # Turn ends of the Qwen chat format; generation stops at either.
 STOP_TOKENS = ("<|im_end|>", "<|endoftext|>")
-# Verification reloads and runs the converted model; above this size it is opt-in.
-VERIFY_BY_DEFAULT_MAX_PARAMETERS = 1_000_000_000
 
 
 @dataclass
@@ -452,29 +450,6 @@ def push_to_hub(output: Path, repo_id: str, private: bool = False, log=print) ->
     return str(getattr(commit, "commit_url", commit))
 
 
-def add_conversion_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """The converter's options, shared by this module's command line and `vilamp convert`."""
-    parser.add_argument("--checkpoint", required=True, help="original checkpoint: a local directory or a Hub id")
-    parser.add_argument("--output", required=True, help="directory to write the converted repository into")
-    parser.add_argument(
-        "--overwrite", action="store_true", help="replace --output when it is not empty, deleting what it holds"
-    )
-    parser.add_argument("--push-to-hub", metavar="REPO_ID", help="upload the result to this Hub repository")
-    parser.add_argument("--private", action="store_true", help="create the Hub repository as private")
-    parser.add_argument("--dtype", choices=sorted(DTYPES), default="bfloat16", help="weight dtype (default bfloat16)")
-    parser.add_argument("--max-shard-size", default="5GB", help="largest weight file, e.g. 5GB or 500MB (default 5GB)")
-    parser.add_argument(
-        "--verify",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="reload the result with the Auto classes and compare with the source "
-        f"(default: on up to {VERIFY_BY_DEFAULT_MAX_PARAMETERS / 1e9:.0f}B parameters)",
-    )
-    parser.add_argument("--source-repo-id", help="Hub id of the original, for the model card's base_model")
-    parser.add_argument("--license", dest="license_id", help="SPDX-style license id for the model card metadata")
-    return parser
-
-
 def run(args: argparse.Namespace, log=print) -> int:
     """Runs a parsed command line: convert and verify (when asked or small) into place, push when asked. Returns 0."""
     _, output = convert_checkpoint(
@@ -496,7 +471,7 @@ def run(args: argparse.Namespace, log=print) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m conversion.convert_vilamp_to_hf", description=__doc__.split("\n\n")[0].strip()
+        prog="python -m vilamp.conversion.convert_vilamp_to_hf", description=__doc__.split("\n\n")[0].strip()
     )
     args = add_conversion_arguments(parser).parse_args(argv)
     try:

@@ -1,6 +1,6 @@
 """The README.md (Hub model card) that the converter writes beside the converted weights."""
 
-from modeling_vilamp import VilampModel
+from ..modeling_vilamp import VilampModel
 
 
 ORIGINAL_REPO_ID = "orange-sk/ViLAMP-llava-qwen"

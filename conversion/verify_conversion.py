@@ -20,9 +20,8 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 from transformers import AutoModelForImageTextToText, AutoProcessor, CLIPModel
 
-from modeling_vilamp import VilampConfig, VilampForConditionalGeneration
-from processing import select_keyframes
-
+from ..modeling_vilamp import VilampConfig, VilampForConditionalGeneration
+from ..processing import select_keyframes
 from .checkpoint_mapping import check_frame_scorer_tensors, split_original_state_dict, transformers_clip_config
 from .original_checkpoint import ConversionError, iter_original_tensors, list_weight_files, read_original_config
 

@@ -69,7 +69,7 @@ class VilampConfig(PreTrainedConfig):
     Example:
 
     ```python
-    >>> from modeling_vilamp import VilampConfig
+    >>> from vilamp.modeling_vilamp import VilampConfig
     >>> config = VilampConfig()
     >>> config.text_config.hidden_size, config.vision_config.num_hidden_layers
     (3584, 26)

@@ -10,8 +10,7 @@ Importing this package registers `VilampProcessor` with `AutoProcessor` for mode
 
 from transformers import AutoProcessor
 
-from modeling_vilamp import VilampConfig
-
+from ..modeling_vilamp import VilampConfig
 from .frame_scoring import FrameScorer
 from .keyframe_plot import plot_keyframes
 from .keyframes import select_keyframes

@@ -7,8 +7,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conversion.checkpoint_mapping import convert_original_config, count_vision_layers, split_original_state_dict
-from modeling_vilamp import VilampConfig, VilampForConditionalGeneration
+from vilamp.conversion.checkpoint_mapping import (
+    convert_original_config,
+    count_vision_layers,
+    split_original_state_dict,
+)
+from vilamp.modeling_vilamp import VilampConfig, VilampForConditionalGeneration
 from vilamp.tiny import TINY_TEXT_CONFIG, TINY_VISION_CONFIG
 
 
@@ -71,8 +75,8 @@ CLIP_PATH = FIXTURES / "videos" / "bigbuckbunny.mp4"  # (c) Blender Foundation, 
 
 def fixture_frame_scorer(fixture: dict):
     """The fixture's CLIP frame scorer, converted from transformers' layout to open_clip's as the converter does."""
-    from conversion.checkpoint_mapping import FRAME_SCORER_PREFIX
-    from conversion.convert_vilamp_to_hf import build_frame_scorer
+    from vilamp.conversion.checkpoint_mapping import FRAME_SCORER_PREFIX
+    from vilamp.conversion.convert_vilamp_to_hf import build_frame_scorer
 
     clip_weights = {
         key[len(FRAME_SCORER_PREFIX) :]: tensor
@@ -94,7 +98,7 @@ def fixture_tokenizer(fixture: dict):
 
 def fixture_processor(fixture: dict, **overrides):
     """A processor with the fixture's tokenizer, frame scorer and selection settings, at the tiny tower's 54 px."""
-    from processing import VilampProcessor
+    from vilamp.processing import VilampProcessor
 
     settings = {
         "num_keyframes": fixture["case"]["keyframes"],

@@ -5,9 +5,9 @@ import torch
 
 from benchmarks.measure import NUM_KEYFRAMES, SIMILARITY_THRESHOLD, dense_similarity_keyframes, siglip_flops_per_frame
 from benchmarks.synthetic_video import make_video
-from modeling_vilamp import VilampConfig
-from processing import select_keyframes
-from processing.video_decoding import open_video, sample_frame_indices
+from vilamp.modeling_vilamp import VilampConfig
+from vilamp.processing import select_keyframes
+from vilamp.processing.video_decoding import open_video, sample_frame_indices
 
 
 @pytest.mark.parametrize("seed", range(4))

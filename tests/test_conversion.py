@@ -11,8 +11,8 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from conftest import FIXTURE_CASES, FIXTURES, load_fixture, run_without_project
-from conversion.convert_vilamp_to_hf import ConversionError, convert_checkpoint, main
-from conversion.verify_conversion import expand_image_index, verify_conversion
+from vilamp.conversion.convert_vilamp_to_hf import ConversionError, convert_checkpoint, main
+from vilamp.conversion.verify_conversion import expand_image_index, verify_conversion
 
 
 SOURCE_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json")
@@ -188,7 +188,7 @@ def test_converting_twice_is_byte_identical(tmp_path):
 
 
 def test_default_dtype_is_bfloat16_and_verifies_before_the_move(tmp_path, monkeypatch):
-    import conversion.verify_conversion
+    import vilamp.conversion.verify_conversion
 
     verified = []
 
@@ -196,7 +196,7 @@ def test_default_dtype_is_bfloat16_and_verifies_before_the_move(tmp_path, monkey
         verified.append(Path(directory))
         return verify_conversion(source, directory)
 
-    monkeypatch.setattr(conversion.verify_conversion, "verify_conversion", recording_verification)
+    monkeypatch.setattr(vilamp.conversion.verify_conversion, "verify_conversion", recording_verification)
     output = tmp_path / "out"
     assert main(["--checkpoint", str(FIXTURES / "partial-fill"), "--output", str(output)]) == 0
     # Verified (trust_remote_code included) in a temporary directory beside the output, under the output's name

@@ -14,12 +14,12 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-import conversion.convert_vilamp_to_hf
-import conversion.verify_conversion
+import vilamp.conversion.convert_vilamp_to_hf
+import vilamp.conversion.verify_conversion
 from conftest import FIXTURES
-from conversion.convert_vilamp_to_hf import ConversionError, convert_checkpoint, main
-from conversion.verify_conversion import VerificationError
 from test_conversion import copy_source, quiet
+from vilamp.conversion.convert_vilamp_to_hf import ConversionError, convert_checkpoint, main
+from vilamp.conversion.verify_conversion import VerificationError
 
 
 SCORER_KEY = "model.frame_selector.model.visual_projection.weight"
@@ -159,7 +159,7 @@ def test_failed_verification_moves_nothing_into_place(tmp_path, source, capsys, 
         assert (Path(directory) / "model.safetensors").is_file()
         raise VerificationError("Verification failed: weights differ")
 
-    monkeypatch.setattr(conversion.verify_conversion, "verify_conversion", failing_verification)
+    monkeypatch.setattr(vilamp.conversion.verify_conversion, "verify_conversion", failing_verification)
     output = tmp_path / "out"
     if existing:
         write_user_files(output)
@@ -283,7 +283,7 @@ def test_full_disk_is_a_one_line_error_and_leaves_nothing(tmp_path, source, caps
     def full_disk(*args, **kwargs):
         raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
 
-    monkeypatch.setattr(conversion.convert_vilamp_to_hf, "save_file", full_disk)
+    monkeypatch.setattr(vilamp.conversion.convert_vilamp_to_hf, "save_file", full_disk)
     code, error = run_main(["--checkpoint", str(source), "--output", str(tmp_path / "out")], capsys)
     assert_one_line_error(code, error, f"Converting into {tmp_path / 'out'} failed", "No space left on device")
     assert_no_leftovers(tmp_path, "source")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from conftest import CLIP_PATH, FIXTURES, PROJECT_ROOT
-from conversion.convert_vilamp_to_hf import convert_checkpoint
+from vilamp.conversion.convert_vilamp_to_hf import convert_checkpoint
 
 
 DOCUMENTS = [PROJECT_ROOT / "README.md", *sorted((PROJECT_ROOT / "docs").glob("*.md"))]

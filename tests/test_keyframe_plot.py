@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 from conftest import CLIP_PATH
-from processing import plot_keyframes
+from vilamp.processing import plot_keyframes
 from vilamp.tiny import tiny_model_and_processor
 
 

@@ -6,7 +6,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from processing.keyframes import fill_gaps, frame_relevance, greedy_keyframes, select_keyframes, unit_rows
+from vilamp.processing.keyframes import fill_gaps, frame_relevance, greedy_keyframes, select_keyframes, unit_rows
 
 
 def test_fixture_masks(parity_case):

@@ -22,9 +22,9 @@ from conftest import (
     tiny_config,
     tiny_model,
 )
-from conversion.verify_conversion import expand_image_index
-from modeling_vilamp import VilampConfig, VilampForConditionalGeneration, VilampModel
-from modeling_vilamp.modeling_vilamp import plan_visual_sequence
+from vilamp.conversion.verify_conversion import expand_image_index
+from vilamp.modeling_vilamp import VilampConfig, VilampForConditionalGeneration, VilampModel
+from vilamp.modeling_vilamp.modeling_vilamp import plan_visual_sequence
 
 
 VIDEO_ID = FIXTURE_VIDEO_TOKEN_ID

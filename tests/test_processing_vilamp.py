@@ -17,7 +17,7 @@ from conftest import (
     load_fixture,
     run_without_project,
 )
-from processing import VilampProcessor
+from vilamp.processing import VilampProcessor
 
 
 QUESTION_PROMPT = "<|im_start|>user\n<video>\n{}<|im_end|>\n<|im_start|>assistant\n"

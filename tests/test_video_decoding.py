@@ -8,7 +8,7 @@ from PIL import Image
 
 from conftest import CLIP_PATH
 from media import frame_colour, numbered_frames, rotate_in_container, write_video
-from processing.video_decoding import open_video, resize_frames, sample_frame_indices
+from vilamp.processing.video_decoding import open_video, resize_frames, sample_frame_indices
 
 
 def test_reference_sampling_rule():

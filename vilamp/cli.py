@@ -19,19 +19,13 @@ import traceback
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-import torch
-from safetensors import SafetensorError
-from tqdm.auto import tqdm
-
-from conversion.convert_vilamp_to_hf import DTYPES as WEIGHT_DTYPES
-from modeling_vilamp import VilampConfig
-from processing.keyframe_plot import format_timestamp
-
-from .tiny import BUNDLED_CLIP, tiny_model_and_processor
+from .conversion.arguments import DTYPE_NAMES, add_conversion_arguments
 
 
+# Only the standard library and this package's light modules are imported up here: `vilamp --help` and a mistyped
+# argument are answered at once. torch, transformers and the model load only once the arguments are checked.
 DEFAULT_QUESTION = "What happens in this video?"
-DTYPES = {"auto": "auto", **WEIGHT_DTYPES}
+DTYPES = ("auto", *DTYPE_NAMES)
 HUB_ID = re.compile(r"[\w.-]+(/[\w.-]+)?")
 EMBEDDED_DEFAULT_NOTE = "NOTE: embedded default = tiny random-weight model; the answer below is noise."
 
@@ -40,7 +34,10 @@ class CliError(Exception):
     """A problem the user can fix (a missing file, an unreadable video, an unknown model): one line, exit code 2."""
 
 
-def resolve_device(device: str) -> torch.device:
+def resolve_device(device: str):
+    """The `torch.device` that `--device` names; `auto` is CUDA when torch sees one."""
+    import torch
+
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
@@ -48,7 +45,7 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def load_model_and_processor(model_id: str | None, device: torch.device, dtype: str, trust_remote_code: bool = False):
+def load_model_and_processor(model_id: str | None, device, dtype: str, trust_remote_code: bool = False):
     """
     The model and processor at `model_id` (directory or Hub id), or the embedded default when it is None.
 
@@ -57,16 +54,21 @@ def load_model_and_processor(model_id: str | None, device: torch.device, dtype: 
     (`--trust-remote-code`).
     """
     if model_id is None:
+        from .tiny import tiny_model_and_processor
+
         model, processor = tiny_model_and_processor()
         return model.to(device), processor
+    from safetensors import SafetensorError
     from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from . import processing  # noqa: F401  (registers this project's classes with the Auto classes)
 
     try:
         model_class, processor_class = (
             shipped_classes(model_id) if trust_remote_code else (AutoModelForImageTextToText, AutoProcessor)
         )
         processor = processor_class.from_pretrained(model_id)
-        model = model_class.from_pretrained(model_id, dtype=DTYPES[dtype])
+        model = model_class.from_pretrained(model_id, dtype=dtype)
     except (OSError, ValueError, KeyError, SafetensorError) as error:  # safetensors: a damaged weights file
         raise CliError(f"cannot load model {model_id}: {first_line(error)}") from error
     return model.to(device).eval(), processor
@@ -107,7 +109,7 @@ def check_model_directory(directory: str) -> None:
         model_type = json.loads(config_file.read_text()).get("model_type")
     except (ValueError, AttributeError) as error:  # not JSON, or JSON but not an object
         raise CliError(f"not a ViLAMP model directory (config.json is not a JSON object): {directory}") from error
-    if model_type != VilampConfig.model_type:
+    if model_type != "vilamp":  # VilampConfig.model_type, without importing transformers for a typo
         raise CliError(f"not a ViLAMP model directory (its config.json is for model type {model_type!r}): {directory}")
 
 
@@ -167,6 +169,8 @@ def native_stderr_silenced(enabled: bool = True) -> Iterator[None]:
 @contextlib.contextmanager
 def encoding_progress(model, num_frames: int, enabled: bool) -> Iterator[None]:
     """A progress bar over the frames that pass through the vision tower, fed by a hook on it."""
+    from tqdm.auto import tqdm
+
     bar = tqdm(total=num_frames, desc="encoding frames", unit="frame", disable=not enabled)
 
     def count_frames(_module, args) -> None:
@@ -212,6 +216,8 @@ def ask(
             message = first_line(error)
             raise CliError(message if video in message else f"cannot decode video {video}: {message}") from error
     num_frames = int(inputs["video_frame_counts"].sum())
+    import torch
+
     with torch.no_grad(), encoding_progress(model, num_frames, enabled=show_progress):
         output = model.generate(**inputs.to(model.device), max_new_tokens=max_new_tokens, do_sample=False)
     answer = processor.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
@@ -220,6 +226,8 @@ def ask(
 
 def summarize(processor, inputs, answer: str, video: str, question: str, model_id: str | None) -> dict:
     """The `--json` record: answer, keyframes with timestamps, frames sampled, and the token budget."""
+    from .processing.keyframe_plot import format_timestamp
+
     num_frames = int(inputs["video_frame_counts"][0])
     keyframes = inputs["keyframe_indices"].tolist()
     timestamps = inputs["frame_timestamps"].tolist()
@@ -258,6 +266,8 @@ def print_summary(record: dict) -> None:
 
 def run_ask(args: argparse.Namespace) -> int:
     if args.model is None and args.video is None:
+        from .tiny import BUNDLED_CLIP
+
         args.video = str(BUNDLED_CLIP)
     if args.video is None:
         raise CliError("VIDEO is required with --model (the bundled clip is only the embedded default's).")
@@ -295,11 +305,15 @@ def run_ask(args: argparse.Namespace) -> int:
 
 
 def run_convert(args: argparse.Namespace) -> int:
-    from conversion.convert_vilamp_to_hf import run
+    from .conversion.convert_vilamp_to_hf import run
+    from .conversion.original_checkpoint import ConversionError
 
     if args.quiet:
         disable_library_progress_bars()  # the conversion's verification loads the model back
-    return run(args, log=(lambda _message: None) if args.quiet else print)
+    try:
+        return run(args, log=(lambda _message: None) if args.quiet else print)
+    except ConversionError as error:
+        raise CliError(str(error)) from error
 
 
 def disable_library_progress_bars() -> None:
@@ -317,8 +331,6 @@ def positive_int(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from conversion.convert_vilamp_to_hf import add_conversion_arguments
-
     parser = argparse.ArgumentParser(
         prog="vilamp", description=__doc__.split("\n\n")[2], formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -340,7 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
     ask_parser.add_argument("--max-frames", type=positive_int, help="cap on sampled frames (processor default: 600)")
     ask_parser.add_argument("--keyframes", type=positive_int, help="K, the keyframes kept (processor default: 32)")
     ask_parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    ask_parser.add_argument("--dtype", choices=sorted(DTYPES), default="auto", help="model dtype (default: as saved)")
+    ask_parser.add_argument("--dtype", choices=DTYPES, default="auto", help="model dtype (default: as saved)")
     ask_parser.add_argument("--max-new-tokens", type=positive_int, default=64)
     ask_parser.add_argument("--plot", metavar="PNG", help="write the keyframe timeline picture here")
     ask_parser.add_argument("--json", action="store_true", help="print one JSON record instead of text")
@@ -354,12 +366,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from conversion.original_checkpoint import ConversionError
-
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
-    except (CliError, ConversionError) as error:
+    except CliError as error:
         if args.debug:
             traceback.print_exc()
         print(f"vilamp: error: {error}", file=sys.stderr)

@@ -10,8 +10,8 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
-from modeling_vilamp import VilampConfig, VilampForConditionalGeneration
-from processing import FrameScorer, VilampProcessor
+from .modeling_vilamp import VilampConfig, VilampForConditionalGeneration
+from .processing import FrameScorer, VilampProcessor
 
 
 # "Big Buck Bunny" excerpt, (c) Blender Foundation, www.bigbuckbunny.org, CC BY 3.0.
