@@ -8,11 +8,24 @@ read from the decoder's presentation times. Timestamps always come from those pr
 
 Frames are decoded a chunk at a time: the caller turns each native-resolution chunk into what it keeps (small frames,
 embeddings) before the next one is decoded, so memory is bounded by the outputs, never by N native-resolution frames.
-Files are decoded with PyAV (FFmpeg), upright: a phone video's rotation metadata is applied.
+
+Files are decoded, upright (a phone video's rotation metadata is applied) and as RGB, by one of three backends:
+torchcodec, PyAV or decord, the first that works here in that order (transformers' preference), or the one named.
+They differ only in how they read the presentation times and decode frames: the frame table, the frame rate and so
+the sampled indices are defined once, here. An http(s) URL is downloaded to a temporary file first.
 """
 
+import http.client
+import importlib
 import math
 import os
+import re
+import shutil
+import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
+import weakref
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -22,9 +35,24 @@ from PIL import Image
 
 
 VideoInput = str | os.PathLike | np.ndarray | torch.Tensor | Sequence[Image.Image]
-# Frame intervals within this fraction of the median interval count as one constant frame rate: encoders jitter
-# timestamps by a few percent, while a variable-rate video holds frames for several intervals or packs them densely.
+# Frame intervals within this fraction of the median interval are regular ones: encoders jitter timestamps by a few
+# percent, while a dropped frame or a pause makes an interval of two or more.
 FRAME_RATE_TOLERANCE = 0.5
+# While every frame is within this of where its index puts it (index / native_fps), the reference's index rule still
+# samples about once a second and is kept, for parity; past it (screen recordings, long pauses) frames are sampled by
+# their presentation time.
+MAX_INDEX_DRIFT_SECONDS = 0.5
+# Container time bases quantise timestamps (to a millisecond in Matroska and WebM), so a 30 fps video can measure
+# 29.997 fps; a measured rate within this fraction of a standard one is taken to be it. Half the gap between 30 and
+# NTSC's 30000/1001, so that the two stay apart.
+STANDARD_RATE_TOLERANCE = 5e-4
+# Presentation times are kept to the microsecond: backends compute seconds from the same integer timestamps in
+# different orders, and the frame table must not depend on which one read it. (decord's 32-bit floats still drift
+# from the others, by up to 0.1 ms an hour into a video.)
+TIMESTAMP_DECIMALS = 6
+BACKENDS = ("torchcodec", "pyav", "decord")  # transformers' order of preference, which "auto" follows
+DOWNLOAD_TIMEOUT_SECONDS = 60  # without a byte from the server
+DOWNLOAD_CHUNK_BYTES = 1 << 20
 
 
 def is_frame_list(video) -> bool:
@@ -71,20 +99,51 @@ def sample_frames_by_time(timestamps: np.ndarray, fps: float, max_frames: int | 
     return thin_uniformly(np.unique(on_screen), max_frames)
 
 
-def has_constant_frame_rate(timestamps: np.ndarray) -> bool:
-    """Whether every interval between consecutive frames is within `FRAME_RATE_TOLERANCE` of the median interval."""
-    if len(timestamps) < 3:
-        return True
+def sample_at_rate(
+    timestamps: np.ndarray | None, num_frames: int, native_fps: float, fps: float, max_frames: int | None
+) -> np.ndarray:
+    """
+    About `fps` frames per second of a video, at most `max_frames`: the reference rule while frame indices tell the
+    time (`timestamps` None: evenly spaced by definition), else by presentation time.
+    """
+    if timestamps is None or indices_tell_time(timestamps, native_fps):
+        return sample_frame_indices(num_frames, native_fps, fps, max_frames)
+    return sample_frames_by_time(timestamps, fps, max_frames)
+
+
+def indices_tell_time(timestamps: np.ndarray, native_fps: float) -> bool:
+    """Whether every frame is presented within `MAX_INDEX_DRIFT_SECONDS` of `index / native_fps`."""
+    drift = np.abs(timestamps - np.arange(len(timestamps)) / native_fps)
+    return bool(drift.max() <= MAX_INDEX_DRIFT_SECONDS)
+
+
+def measured_frame_rate(timestamps: np.ndarray) -> float:
+    """
+    Frames per second over sorted `timestamps` (0 for a single instant), snapped to a standard rate (a whole number,
+    or NTSC's n * 1000 / 1001) within `STANDARD_RATE_TOLERANCE`, so that `int(native_fps)` is the reference's step.
+    The mean of the regular frame intervals is measured: a dropped frame or a pause leaves a long interval that would
+    pull a plain frames-over-duration rate below the container's, and with it `int(native_fps)` below the
+    reference's step.
+    """
     intervals = np.diff(timestamps)
+    if len(intervals) == 0 or not intervals.max() > 0:
+        return 0.0
     median = float(np.median(intervals))
-    return median > 0 and bool(np.all(np.abs(intervals - median) <= FRAME_RATE_TOLERANCE * median))
+    regular = intervals[np.abs(intervals - median) <= FRAME_RATE_TOLERANCE * median]
+    measured = 1.0 / float((regular if regular.size and regular.mean() > 0 else intervals).mean())
+    for standard in (round(measured), round(measured * 1.001) / 1.001):
+        if standard > 0 and abs(measured - standard) <= STANDARD_RATE_TOLERANCE * standard:
+            return float(standard)
+    return measured
 
 
 class VideoSource:
     """
     A video opened for decoding: its name for messages, its frames' presentation times in seconds from the first
-    frame, and its nominal frame rate.
+    frame, and its native frame rate.
     """
+
+    backend: str | None = None  # the decoder of a file; None for frames given in memory
 
     def __init__(self, name: str, timestamps: np.ndarray, native_fps: float):
         self.name = name
@@ -97,9 +156,7 @@ class VideoSource:
 
     def sample(self, fps: float, max_frames: int | None) -> np.ndarray:
         """Indices of the frames kept at about `fps` frames per second, at most `max_frames` of them."""
-        if has_constant_frame_rate(self.timestamps):
-            return sample_frame_indices(self.num_frames, self.native_fps, fps, max_frames)
-        return sample_frames_by_time(self.timestamps, fps, max_frames)
+        return sample_at_rate(self.timestamps, self.num_frames, self.native_fps, fps, max_frames)
 
     def iter_chunks(self, indices: np.ndarray, chunk_size: int) -> Iterator[np.ndarray]:
         """Yields the frames at the increasing `indices`, `chunk_size` at a time, as `(n, H, W, 3)` uint8 RGB."""
@@ -115,53 +172,113 @@ class DecodedVideo(VideoSource):
 
     def sample(self, fps: float, max_frames: int | None) -> np.ndarray:
         # Frames given in memory are evenly spaced by definition: the reference rule applies.
-        return sample_frame_indices(self.num_frames, self.native_fps, fps, max_frames)
+        return sample_at_rate(None, self.num_frames, self.native_fps, fps, max_frames)
 
     def iter_chunks(self, indices: np.ndarray, chunk_size: int) -> Iterator[np.ndarray]:
-        for start in range(0, len(indices), chunk_size):
-            yield self.frames[indices[start : start + chunk_size]]
+        for chunk in chunks_of(indices, chunk_size):
+            yield self.frames[chunk]
 
 
 class VideoFile(VideoSource):
-    """A video file decoded with PyAV; frames come out upright (rotation metadata applied) as RGB."""
+    """
+    A video file, with its frame table built here from the presentation times that a backend reads; a subclass per
+    backend reads those times (`_read_frame_times`) and decodes frames (`_decode_chunks`) upright as RGB.
+    """
 
-    def __init__(self, path: Path):
-        import av  # imported here so that decoded frames need no video backend
+    backend: str  # the name that `open_video` takes
+    module: str  # what a working install can import
+    install: str  # how to install it
 
-        self.path = path
+    def __init__(self, path: Path, name: str | None = None):
+        """Reads the frame table of the file at `path`; `name` (the path by default) is what messages call it."""
+        self.path, self.name = path, name or str(path)
         try:
-            with av.open(str(path)) as container:
-                stream = _video_stream(container, path)
-                # Presentation times of every frame, from the packets alone (no decoding).
-                self._pts, num_packets = _packet_pts(container, stream)
-                time_base, rate = stream.time_base, stream.average_rate or stream.guessed_rate
-        except av.FFmpegError as error:
-            raise ValueError(f"Cannot read video {path}: {_ffmpeg_reason(error)}.") from error
-        if num_packets == 0:
-            raise ValueError(f"Video {path} has zero frames.")
-        if self._pts is not None:
-            timestamps = (self._pts - self._pts[0]).astype(np.float64) * float(time_base)
-            native_fps = float(rate) if rate else _rate_from_timestamps(timestamps)
-        else:
-            # A raw stream without timestamps: frames are counted, and only the nominal rate tells their times.
-            native_fps = float(rate or 0)
-            timestamps = np.arange(num_packets) / native_fps if native_fps > 0 else np.zeros(0)
-        if not native_fps > 0:
-            raise ValueError(f"Video {path} has no timestamps and no usable frame rate (reported {rate}).")
-        super().__init__(str(path), timestamps, native_fps)
+            seconds, nominal_fps = self._read_frame_times()
+        except self._errors() as error:
+            raise ValueError(f"Cannot read video {self.name}: {_reason(error)} ({self.backend}).") from error
+        super().__init__(self.name, *frame_table(seconds, nominal_fps, self.name))
 
     def iter_chunks(self, indices: np.ndarray, chunk_size: int) -> Iterator[np.ndarray]:
+        try:
+            yield from self._decode_chunks(indices, chunk_size)
+        except self._errors() as error:
+            raise ValueError(
+                f"Cannot decode frames of video {self.name}: {_reason(error)} ({self.backend})."
+            ) from error
+
+    @classmethod
+    def problem(cls) -> str | None:
+        """Why this backend cannot decode here (not installed, or failing to load), or None when it can."""
+        try:
+            importlib.import_module(cls.module)
+        except Exception as error:
+            # Absent, or present but failing to load: a missing shared library or dependency, a build for another torch
+            absent = isinstance(error, ModuleNotFoundError) and error.name == cls.module
+            return "it is not installed" if absent else f"it fails to load ({_reason(error)})"
+        return None
+
+    def _read_frame_times(self) -> tuple[np.ndarray, float]:
+        """Presentation times in seconds of every frame, sorted, and the container's nominal frame rate."""
+        raise NotImplementedError
+
+    def _decode_chunks(self, indices: np.ndarray, chunk_size: int) -> Iterator[np.ndarray]:
+        raise NotImplementedError
+
+    def _errors(self) -> tuple[type[Exception], ...]:
+        """The exceptions by which the backend reports an unreadable file."""
+        raise NotImplementedError
+
+
+def frame_table(seconds: np.ndarray, nominal_fps: float, name: str) -> tuple[np.ndarray, float]:
+    """
+    Timestamps from the first frame, and the native frame rate, of a video whose frames are presented at the sorted
+    `seconds`. The rate is measured from the timestamps, so that every backend agrees; only a single frame, which has
+    no rate, takes the container's `nominal_fps`.
+    """
+    if len(seconds) == 0:
+        raise ValueError(f"Video {name} has zero frames.")
+    timestamps = np.round(np.asarray(seconds, dtype=np.float64) - seconds[0], TIMESTAMP_DECIMALS)
+    native_fps = measured_frame_rate(timestamps) or float(nominal_fps or 0)
+    if not native_fps > 0:
+        raise ValueError(f"Video {name} has one frame and no usable frame rate (reported {nominal_fps}).")
+    return timestamps, native_fps
+
+
+def chunks_of(indices: np.ndarray, chunk_size: int) -> Iterator[np.ndarray]:
+    """`indices` in consecutive runs of `chunk_size` (the last may be shorter)."""
+    for start in range(0, len(indices), chunk_size):
+        yield indices[start : start + chunk_size]
+
+
+class PyAVFile(VideoFile):
+    """PyAV (FFmpeg bundled in its wheel): times from the packets, frames matched to the table by presentation time."""
+
+    backend, module, install = "pyav", "av", "pip install av"
+
+    def _read_frame_times(self) -> tuple[np.ndarray, float]:
         import av
 
+        with av.open(str(self.path)) as container:
+            stream = _best_video_stream(container, self.name)
+            # Presentation times of every frame, from the packets alone (no decoding).
+            self._pts, num_packets = _packet_pts(container, stream)
+            time_base, rate = stream.time_base, float(stream.average_rate or stream.guessed_rate or 0)
+        if num_packets == 0:
+            return np.zeros(0), rate
+        if self._pts is None:
+            # A raw stream without timestamps: frames are counted, and only the nominal rate tells their times.
+            if not rate > 0:
+                raise ValueError(f"Video {self.name} has no timestamps and no usable frame rate (reported {rate}).")
+            return np.arange(num_packets) / rate, rate
+        return self._pts * float(time_base), rate
+
+    def _decode_chunks(self, indices: np.ndarray, chunk_size: int) -> Iterator[np.ndarray]:
         chunk: list[np.ndarray] = []
-        try:
-            for frame in self._decode_frames(indices):
-                chunk.append(frame)
-                if len(chunk) == chunk_size:
-                    yield np.stack(chunk)
-                    chunk = []
-        except av.FFmpegError as error:
-            raise ValueError(f"Cannot decode frames of video {self.name}: {_ffmpeg_reason(error)}.") from error
+        for frame in self._decode_frames(indices):
+            chunk.append(frame)
+            if len(chunk) == chunk_size:
+                yield np.stack(chunk)
+                chunk = []
         if chunk:
             yield np.stack(chunk)
 
@@ -174,7 +291,7 @@ class VideoFile(VideoSource):
         if next_index is None:
             return
         with av.open(str(self.path)) as container:
-            stream = _video_stream(container, self.path)
+            stream = _best_video_stream(container, self.name)
             stream.thread_type = "AUTO"
             for position, frame in enumerate(container.decode(stream)):
                 if self._frame_index(frame, position) != next_index:
@@ -185,7 +302,7 @@ class VideoFile(VideoSource):
                     return
         raise ValueError(
             f"Cannot decode frames of video {self.name}: the frame at {self.timestamps[next_index]:.3f} s "
-            "(and any after it) could not be decoded."
+            "(and any after it) could not be decoded (pyav)."
         )
 
     def _frame_index(self, frame, position: int) -> int:
@@ -197,25 +314,124 @@ class VideoFile(VideoSource):
         index = int(np.searchsorted(self._pts, frame.pts)) if frame.pts is not None else -1
         return index if 0 <= index < len(self._pts) and self._pts[index] == frame.pts else -1
 
+    def _errors(self) -> tuple[type[Exception], ...]:
+        import av
 
-def _video_stream(container, path: Path):
+        return (av.FFmpegError,)
+
+
+class TorchCodecFile(VideoFile):
+    """
+    torchcodec (FFmpeg's shared libraries of the system): times from its packet scan, frames by index in its exact
+    seek mode, whose indices follow the same scan. It applies the rotation itself.
+    """
+
+    backend, module = "torchcodec", "torchcodec"
+    install = "pip install 'vilamp-transformers[torchcodec]', and FFmpeg 4 to 9 with its shared libraries"
+
+    @classmethod
+    def problem(cls) -> str | None:
+        problem = super().problem()
+        if problem is not None:
+            return problem
+        import torchcodec
+        from torchcodec import decoders
+
+        # The scan that gives every frame's time (`Demuxer`) came in 0.17. Since 0.16 torchcodec imports without
+        # FFmpeg, and says so here; older versions fail to import instead.
+        if not hasattr(decoders, "Demuxer"):
+            return f"version {torchcodec.__version__} is older than 0.17"
+        if torchcodec.ffmpeg_major_version is None:
+            return "it found no FFmpeg shared libraries (libavcodec, libavformat, ...)"
+        return None
+
+    def _read_frame_times(self) -> tuple[np.ndarray, float]:
+        from torchcodec.decoders import Demuxer
+
+        demuxer = Demuxer(str(self.path))
+        frame_index = demuxer.streams[0].scan()
+        return frame_index.pts_seconds.numpy(), float(demuxer.streams[0].metadata.average_fps_from_header or 0)
+
+    def _decode_chunks(self, indices: np.ndarray, chunk_size: int) -> Iterator[np.ndarray]:
+        from torchcodec.decoders import VideoDecoder
+
+        if len(indices) == 0:
+            return
+        # num_ffmpeg_threads=0: FFmpeg picks the thread count, as transformers' torchcodec loader does.
+        decoder = VideoDecoder(str(self.path), dimension_order="NHWC", num_ffmpeg_threads=0, seek_mode="exact")
+        for chunk in chunks_of(indices, chunk_size):
+            yield decoder.get_frames_at(chunk.tolist()).data.numpy()
+
+    def _errors(self) -> tuple[type[Exception], ...]:
+        # torchcodec reports FFmpeg's failures as RuntimeError, and a file without a video stream as ValueError.
+        return (RuntimeError, ValueError)
+
+
+class DecordFile(VideoFile):
+    """decord (FFmpeg 4.1 bundled in its wheel): times and frames by index from one reader. It applies the rotation."""
+
+    backend, module, install = "decord", "decord", "pip install 'vilamp-transformers[decord]'"
+
+    def _read_frame_times(self) -> tuple[np.ndarray, float]:
+        from decord import VideoReader, cpu
+
+        self._reader = VideoReader(str(self.path), ctx=cpu(0))
+        # (start, end) seconds of each frame, as 32-bit floats.
+        times = self._reader.get_frame_timestamp(range(len(self._reader)))
+        return times[:, 0].astype(np.float64), float(self._reader.get_avg_fps())
+
+    def _decode_chunks(self, indices: np.ndarray, chunk_size: int) -> Iterator[np.ndarray]:
+        for chunk in chunks_of(indices, chunk_size):
+            yield self._reader.get_batch(chunk.tolist()).asnumpy()
+
+    def _errors(self) -> tuple[type[Exception], ...]:
+        from decord import DECORDError
+
+        return (RuntimeError, DECORDError)
+
+
+FILE_BACKENDS: dict[str, type[VideoFile]] = {cls.backend: cls for cls in (TorchCodecFile, PyAVFile, DecordFile)}
+
+
+def file_backend(backend: str) -> type[VideoFile]:
+    """
+    The backend class named `backend`, or for "auto" the first of `BACKENDS` that works here (torchcodec without
+    FFmpeg's libraries is passed over quietly). Raises `ValueError` naming a backend that is unknown or cannot work.
+    """
+    check_backend_name(backend)
+    if backend == "auto":
+        for cls in FILE_BACKENDS.values():
+            if cls.problem() is None:
+                return cls
+        raise ValueError(f"No video decoding backend works here: install one, e.g. `{PyAVFile.install}`.")
+    cls = FILE_BACKENDS[backend]
+    problem = cls.problem()
+    if problem is not None:
+        raise ValueError(f"Video backend {backend!r} cannot be used: {problem}. Install it with `{cls.install}`.")
+    return cls
+
+
+def check_backend_name(backend: str) -> None:
+    """Raises `ValueError` naming `backend` unless it is "auto" or one of `BACKENDS`."""
+    if backend != "auto" and backend not in FILE_BACKENDS:
+        raise ValueError(f"Unknown video backend {backend!r}: choose 'auto' or one of {', '.join(BACKENDS)}.")
+
+
+def _best_video_stream(container, name: str):
+    # FFmpeg's best video stream, as torchcodec and decord pick it, so that all backends read the same one.
     if not container.streams.video:
-        raise ValueError(f"{path} has no video stream.")
-    return container.streams.video[0]
+        raise ValueError(f"{name} has no video stream.")
+    return container.streams.best("video")
 
 
 def _packet_pts(container, stream) -> tuple[np.ndarray | None, int]:
     """Sorted presentation timestamps of the stream's frames (packets come in decoding order), and the packet count;
-    the timestamps are None when some packet has none."""
-    pts: list[int | None] = [packet.pts for packet in container.demux(stream) if packet.size > 0]
+    the timestamps are None when some packet has none. Frames that an edit list hides (the lead-in that a cut without
+    re-encoding keeps for decoding) are not the video's: FFmpeg decodes them but never returns them."""
+    pts = [packet.pts for packet in container.demux(stream) if packet.size > 0 and not packet.is_discard]
     if any(value is None for value in pts):
         return None, len(pts)
     return np.unique(np.asarray(pts, dtype=np.int64)), len(pts)
-
-
-def _rate_from_timestamps(timestamps: np.ndarray) -> float:
-    duration = float(timestamps[-1] - timestamps[0])
-    return (len(timestamps) - 1) / duration if duration > 0 else 0.0
 
 
 def _upright_rgb(frame) -> np.ndarray:
@@ -226,20 +442,71 @@ def _upright_rgb(frame) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(rgb, k=quarter_turns)) if quarter_turns else rgb
 
 
-def _ffmpeg_reason(error: Exception) -> str:
-    return getattr(error, "strerror", None) or str(error)
+# Where in its C++ sources a backend failed, which the user needs no more than its log's clock: torchcodec writes
+# "function, file.cpp:93, ", decord "[12:00:00] file.cc:151: " and "Check failed: <condition> ERROR ".
+_SOURCE_LOCATION = re.compile(r"^(\[[\d:]+\] |\w+, )?\S+\.(cc|cpp):\d+[:,] (Check failed: .*? ERROR )?")
 
 
-def open_video(video: VideoInput, decoded_fps: float = 1.0) -> VideoSource:
+def _reason(error: Exception) -> str:
+    """The first line of a backend's error message, without its source location."""
+    message = getattr(error, "strerror", None) or str(error).strip() or type(error).__name__
+    return _SOURCE_LOCATION.sub("", message.splitlines()[0]).rstrip(".")
+
+
+def is_url(video) -> bool:
+    """Whether `video` is an http(s) URL: a str, never a path (a path would turn "http://" into "http:/")."""
+    return isinstance(video, str) and video[:8].lower().startswith(("http://", "https://"))
+
+
+def download(url: str) -> Path:
     """
-    Opens a video file with PyAV, or wraps already decoded frames: an `(N, H, W, 3)` uint8 array or tensor, or a list
-    of PIL images of one size. Decoded frames are taken to be at `decoded_fps` frames per second.
+    Streams `url` to a temporary file, a chunk at a time; the caller deletes it. Raises `ValueError` naming the URL
+    on an HTTP error, a timeout or a broken connection, leaving no file behind.
     """
+    handle, name = tempfile.mkstemp(prefix="vilamp-video-", suffix=Path(urllib.parse.urlparse(url).path).suffix)
+    path = Path(name)
+    try:
+        with os.fdopen(handle, "wb") as file, urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_SECONDS) as answer:
+            shutil.copyfileobj(answer, file, DOWNLOAD_CHUNK_BYTES)
+    except BaseException as error:
+        path.unlink(missing_ok=True)
+        # urllib's errors and timeouts are OSErrors, a cut connection an HTTPException, a malformed URL a ValueError.
+        if not isinstance(error, (OSError, http.client.HTTPException, ValueError)):
+            raise
+        reason = error if isinstance(error, urllib.error.HTTPError) else getattr(error, "reason", None) or error
+        raise ValueError(f"Cannot download video {url}: {reason}") from error
+    return path
+
+
+def open_url(url: str, backend: type[VideoFile]) -> VideoFile:
+    """Downloads `url` once (PyAV reads a file twice: packet scan, then decoding) and opens the download."""
+    path = download(url)
+    try:
+        source = backend(path, name=url)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    # The download lives as long as the source that decodes it: gone when the caller drops it, or at exit.
+    weakref.finalize(source, path.unlink, missing_ok=True)
+    return source
+
+
+def open_video(video: VideoInput, decoded_fps: float = 1.0, backend: str = "auto") -> VideoSource:
+    """
+    Opens a video file or an http(s) URL with `backend` ("auto", "torchcodec", "pyav" or "decord"), or wraps already
+    decoded frames: an `(N, H, W, 3)` uint8 array or tensor, or a list of PIL images of one size. Decoded frames are
+    taken to be at `decoded_fps` frames per second.
+    """
+    check_backend_name(backend)  # even for decoded frames, which need no backend: a typo is a typo
+    if is_url(video):
+        return open_url(video, file_backend(backend))
     if isinstance(video, (str, os.PathLike)):
         path = Path(video)
         if not path.is_file():
-            raise FileNotFoundError(f"Video file not found: {path}")
-        return VideoFile(path)
+            mangled_url = str(path).lower().startswith(("http:/", "https:/"))
+            hint = " (an http(s) URL must be given as a str: a path turns its // into /)" if mangled_url else ""
+            raise FileNotFoundError(f"Video file not found: {path}{hint}")
+        return file_backend(backend)(path)
     return DecodedVideo(_frames_array(video), decoded_fps)
 
 

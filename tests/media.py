@@ -1,7 +1,7 @@
 """
 Videos made at test time with PyAV, as real-world files come: phone videos with rotation metadata, variable frame
-rates, AV1 in Matroska, tiny and odd frame sizes. Each frame shows its number as a colour, so tests can tell which
-frame a decoder returned.
+rates, AV1 in Matroska, tiny and odd frame sizes; and a file with audio but no video. Each frame shows its number as
+a colour, so tests can tell which frame a decoder returned.
 """
 
 import struct
@@ -69,3 +69,31 @@ def rotate_in_container(path: Path, degrees_clockwise: int) -> Path:
     data[matrix : matrix + 36] = struct.pack(">9I", a, b, 0, c, d, 0, 0, 0, 0x40000000)
     path.write_bytes(bytes(data))
     return path
+
+
+def write_audio_only(path: Path) -> Path:
+    """A WAV file: a container that any decoder opens, with no video stream in it."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("pcm_s16le", rate=8000)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 800), dtype=np.int16), format="s16", layout="mono")
+        frame.sample_rate = 8000
+        container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    return path
+
+
+def cut_without_reencoding(path: Path, cut: Path, seconds: float) -> Path:
+    """
+    Cuts the first `seconds` off an MP4 as `ffmpeg -ss SECONDS -c copy` does: the packets before the cut stay, since
+    later frames are decoded from them, at negative times that the new file's edit list hides from players.
+    """
+    with av.open(str(path)) as source, av.open(str(cut), "w") as target:
+        stream = source.streams.video[0]
+        copy = target.add_stream_from_template(stream)
+        shift = round(seconds / stream.time_base)
+        for packet in source.demux(stream):
+            if packet.dts is None:  # the demuxer's closing empty packet
+                continue
+            packet.pts, packet.dts, packet.stream = packet.pts - shift, packet.dts - shift, copy
+            target.mux(packet)
+    return cut
