@@ -24,8 +24,8 @@ from vilamp.conversion.checkpoint_mapping import KNOWN_FRAME_SCORERS
 from vilamp.modeling_vilamp import VilampConfig, VilampForConditionalGeneration
 from vilamp.processing import FrameScorer
 from vilamp.processing.keyframes import fill_gaps, frame_relevance, select_keyframes, unit_rows
-from vilamp.processing.processing_vilamp import decode_resize_and_score
 from vilamp.processing.video_decoding import open_video, sample_frame_indices
+from vilamp.processing.video_processing_vilamp import decode_resize_and_score
 from vilamp.tiny import TINY_SCORER, TINY_TEXT_CONFIG, TINY_VISION_CONFIG
 
 
@@ -111,8 +111,13 @@ def decode_and_score(video: Path, image_size: int, scorer: FrameScorer | None, r
     source = open_video(str(video))
     indices = sample_frame_indices(source.num_frames, source.native_fps, 1.0, None)
     record["split_seconds"] = {"decode": 0.0, "resize": 0.0, "score": 0.0}
-    frames, embeds = decode_resize_and_score(
-        source, indices, image_size, scorer, DECODE_CHUNK, step_seconds=record["split_seconds"]
+    frames, embeds, _ = decode_resize_and_score(
+        source,
+        indices,
+        image_size,
+        scorer.embed_frames if scorer is not None else None,
+        DECODE_CHUNK,
+        step_seconds=record["split_seconds"],
     )
     return torch.from_numpy(frames), embeds
 

@@ -30,7 +30,7 @@ from transformers.dynamic_module_utils import custom_object_save
 from transformers.utils.hub import convert_file_size_to_int
 
 from ..modeling_vilamp import VilampConfig, VilampForConditionalGeneration
-from ..processing import FrameScorer, VilampProcessor
+from ..processing import FrameScorer, VilampProcessor, VilampVideoProcessor
 from .arguments import DTYPE_NAMES, VERIFY_BY_DEFAULT_MAX_PARAMETERS, add_conversion_arguments
 from .checkpoint_mapping import (
     cast_weight,
@@ -361,6 +361,7 @@ def write_repository(
         custom_object_save(module, directory, config=config)
     config.save_pretrained(directory)
     build_generation_config(source, tokenizer).save_pretrained(directory)
+    image_size = config.vision_config.image_size
     processor = VilampProcessor(
         tokenizer=tokenizer,
         frame_scorer=build_frame_scorer(original_config, clip_tensors),
@@ -368,8 +369,8 @@ def write_repository(
         num_keyframes=config.num_keyframes,
         keyframe_similarity_threshold=config.keyframe_similarity_threshold,
         keyframe_relevance_threshold=config.keyframe_relevance_threshold,
-        image_size=config.vision_config.image_size,
         tokens_per_keyframe=target.model.tokens_per_keyframe,
+        video_processor=VilampVideoProcessor(size={"height": image_size, "width": image_size}),
     )
     processor.save_pretrained(directory)
     card = render_model_card(target.model, source_repo_id=source_repo_id, license_id=license_id, repo_id=repo_id)

@@ -1,23 +1,27 @@
 """The ViLAMP front end: from a video file and a question to model inputs.
 
-Read top-down, a video goes: `video_decoding` (sampling, chunked decoding, resizing) -> `frame_scoring` (CLIP
-embeddings of frames and question) -> `keyframes` (differential keyframe selection) -> `processing_vilamp`
-(`VilampProcessor`, which ties them together and expands the `<video>` placeholder); `keyframe_plot` draws
-what the selection did.
+Read top-down, a video goes: `video_decoding` (opening, sampling, chunked decoding) -> `video_processing_vilamp`
+(`VilampVideoProcessor`: sampling settings, resizing to the tower's size) -> `frame_scoring` (CLIP embeddings of
+frames and question) -> `keyframes` (differential keyframe selection) -> `processing_vilamp` (`VilampProcessor`,
+which ties them together and expands the `<video>` placeholder); `keyframe_plot` draws what the selection did.
 
-Importing this package registers `VilampProcessor` with `AutoProcessor` for model type "vilamp".
+Importing this package registers `VilampProcessor` with `AutoProcessor` and `VilampVideoProcessor` with
+`AutoVideoProcessor` for model type "vilamp".
 """
 
-from transformers import AutoProcessor
+from transformers import AutoProcessor, AutoVideoProcessor
 
 from ..modeling_vilamp import VilampConfig
 from .frame_scoring import FrameScorer
 from .keyframe_plot import plot_keyframes
 from .keyframes import select_keyframes
 from .processing_vilamp import VilampProcessor
+from .video_processing_vilamp import VilampVideoProcessor
 
 
 AutoProcessor.register(VilampConfig, VilampProcessor, exist_ok=True)
+AutoVideoProcessor.register(VilampConfig, VilampVideoProcessor, exist_ok=True)
 VilampProcessor.register_for_auto_class()
+VilampVideoProcessor.register_for_auto_class("AutoVideoProcessor")
 
-__all__ = ["FrameScorer", "VilampProcessor", "plot_keyframes", "select_keyframes"]
+__all__ = ["FrameScorer", "VilampProcessor", "VilampVideoProcessor", "plot_keyframes", "select_keyframes"]

@@ -14,42 +14,41 @@
 """
 VilampProcessor: (video, question) -> model inputs.
 
-For each video: decode about one frame per second in chunks (`video_decoding`), keep every sampled frame as uint8 at
-the vision tower's resolution and score it with the CLIP frame scorer (`frame_scoring`), embed the question, pick the
-keyframes (`keyframes`), and expand the video's `<video>` placeholder into exactly as many tokens as the model will
-produce for it. Feature merging happens in the model.
+For each video the video processor (`video_processing_vilamp`) samples about one frame per second and decodes it in
+chunks, keeping every sampled frame as uint8 at the vision tower's resolution while the CLIP frame scorer
+(`frame_scoring`) embeds each chunk; then the question is embedded, the keyframes are picked (`keyframes`), and the
+video's `<video>` placeholder is expanded into exactly as many tokens as the model will produce for it. Feature
+merging happens in the model.
 """
 
-import contextlib
 import os
 import re
 import threading
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
-from tqdm.auto import tqdm
 from transformers import BatchFeature
-from transformers.processing_utils import ProcessorMixin
+from transformers.processing_utils import MultiModalData, ProcessingKwargs, ProcessorMixin, Unpack
 from transformers.utils import auto_docstring, cached_file
 
 from .frame_scoring import CONFIG_NAME, WEIGHTS_NAME, FrameScorer
 from .keyframe_plot import plot_keyframes
 from .keyframes import check_num_keyframes, frame_relevance, select_keyframes
-from .video_decoding import (
-    VideoInput,
-    VideoSource,
-    check_sampling_settings,
-    is_frame_list,
-    open_video,
-    resize_frames,
+from .video_decoding import VideoInput
+from .video_processing_vilamp import (
+    ProcessedVideo,
+    VilampVideoProcessor,
+    VilampVideoProcessorKwargs,
+    make_metadata_list,
+    make_video_list,
 )
 
 
 SCORER_FILES = (WEIGHTS_NAME, CONFIG_NAME)
 TOKENIZER_LOCK = threading.Lock()
+# Settings that processors saved before the video processor existed kept in processor_config.json.
+LEGACY_VIDEO_SETTINGS = ("fps", "max_frames", "image_size", "decode_chunk_size")
 
 
 # The "qwen_1_5" conversation format of the released evaluation scripts (reference section 5).
@@ -71,67 +70,44 @@ CHAT_TEMPLATE = (
 ROLE_LINE = re.compile(r"^\s*(system|user|assistant)\n")
 
 
-def decode_resize_and_score(
-    source: VideoSource,
-    indices: np.ndarray,
-    image_size: int,
-    frame_scorer: FrameScorer | None,
-    chunk_size: int,
-    show_progress: bool = False,
-    step_seconds: dict[str, float] | None = None,
-) -> tuple[np.ndarray, torch.Tensor | None]:
+class VilampProcessorKwargs(ProcessingKwargs, total=False):
+    r"""
+    The standard processor keyword arguments (`padding`, `truncation`, `max_length`, `padding_side`,
+    `return_tensors`, `return_mm_token_type_ids`, the video processor's `fps`, `num_frames`, `max_frames`, ...), and:
+
+    num_keyframes (`int`, *optional*):
+        K for this call; the processor's own `num_keyframes` otherwise.
     """
-    Decodes the frames at `indices` `chunk_size` at a time, keeps each resized to `image_size` as uint8 and scores
-    it with `frame_scorer` while its native-resolution pixels are at hand; they never outlive their chunk.
 
-    Returns:
-        `(N, 3, image_size, image_size)` uint8 frames and `(N, D)` frame embeddings (`None` without a scorer).
-        When `step_seconds` is given, the time spent in `decode`, `resize` and `score` is added to it.
+    videos_kwargs: VilampVideoProcessorKwargs
+    num_keyframes: int
+
+
+def video_settings(image_size: int | None = None, **settings) -> dict:
     """
-    frames = np.empty((len(indices), 3, image_size, image_size), dtype=np.uint8)
-    embeds = torch.empty(len(indices), frame_scorer.embed_dim) if frame_scorer is not None else None
-    chunks = _timed_iteration(source.iter_chunks(indices, chunk_size), step_seconds, "decode")
-    position = 0
-    with tqdm(total=len(indices), desc="decoding and scoring frames", unit="frame", disable=not show_progress) as bar:
-        for chunk in chunks:
-            rows = slice(position, position + len(chunk))
-            with _timed(step_seconds, "resize"):
-                frames[rows] = resize_frames(chunk, image_size)
-            if frame_scorer is not None:
-                with _timed(step_seconds, "score"):
-                    embeds[rows] = frame_scorer.embed_frames(chunk)
-            position += len(chunk)
-            bar.update(len(chunk))
-    return frames, embeds
-
-
-@contextlib.contextmanager
-def _timed(step_seconds: dict[str, float] | None, step: str) -> Iterator[None]:
-    start = time.perf_counter()
-    yield
-    if step_seconds is not None:
-        step_seconds[step] = step_seconds.get(step, 0.0) + time.perf_counter() - start
-
-
-def _timed_iteration(items: Iterator, step_seconds: dict[str, float] | None, step: str) -> Iterator:
-    while True:
-        with _timed(step_seconds, step):
-            item = next(items, None)
-        if item is None:
-            return
-        yield item
+    `VilampVideoProcessor` keyword arguments for the video settings that `VilampProcessor` took itself before it had
+    a video processor (`fps`, `max_frames`, `image_size`, `decode_chunk_size`).
+    """
+    if image_size is not None:
+        settings["size"] = {"height": image_size, "width": image_size}
+    return settings
 
 
 @auto_docstring
 class VilampProcessor(ProcessorMixin):
     """
-    Tokenizer (Qwen2) plus the ViLAMP video front end: decoding, CLIP frame scoring and differential keyframe
-    selection.
+    Tokenizer (Qwen2), video processor (sampling, decoding, resizing) and CLIP frame scorer, with differential
+    keyframe selection.
     """
+
+    valid_processor_kwargs = VilampProcessorKwargs
+    # Lowest-priority defaults of `_merge_kwargs`: tensors for the model.
+    text_kwargs = {"return_tensors": "pt"}
 
     def __init__(
         self,
         tokenizer=None,
+        video_processor: VilampVideoProcessor | None = None,
         chat_template: str | None = None,
         frame_scorer: FrameScorer | None = None,
         video_token: str = "<video>",
@@ -139,16 +115,16 @@ class VilampProcessor(ProcessorMixin):
         keyframe_similarity_threshold: float = 0.85,
         keyframe_relevance_threshold: float | None = None,
         fill_keyframe_gaps: bool = True,
-        fps: float = 1.0,
-        max_frames: int | None = 600,
-        image_size: int = 384,
         tokens_per_keyframe: int = 196,
-        decode_chunk_size: int = 32,
         **kwargs,
     ):
         r"""
         tokenizer (`PreTrainedTokenizerBase`):
             The language model's tokenizer; it must know `video_token`.
+        video_processor (`VilampVideoProcessor`, *optional*):
+            Sampling, decoding and resizing. When omitted, one is built from the keyword arguments `fps`,
+            `max_frames`, `image_size` and `decode_chunk_size` (the settings this processor took before it had a
+            video processor), or its defaults.
         chat_template (`str`, *optional*):
             Jinja template; defaults to the Qwen format the released model was evaluated with.
         frame_scorer (`FrameScorer`, *optional*):
@@ -163,32 +139,44 @@ class VilampProcessor(ProcessorMixin):
             r_min; `None` (the released setting) turns the floor off.
         fill_keyframe_gaps (`bool`, *optional*, defaults to `True`):
             Spread unused keyframe slots over the gaps (released code); `False` is the paper's Algorithm 1.
-        fps (`float`, *optional*, defaults to 1.0):
-            Sampling rate: every `int(native_fps / fps)`-th frame is kept.
-        max_frames (`int`, *optional*, defaults to 600):
-            Cap on sampled frames per video (uniform thinning); 600 as in the released evaluation scripts.
-        image_size (`int`, *optional*, defaults to 384):
-            Side of the frames given to the vision tower.
         tokens_per_keyframe (`int`, *optional*, defaults to 196):
             Visual tokens per keyframe in the model (the pooled 14x14 grid).
-        decode_chunk_size (`int`, *optional*, defaults to 32):
-            Frames decoded, resized and scored at once.
         """
+        legacy = {name: kwargs.pop(name) for name in LEGACY_VIDEO_SETTINGS if name in kwargs}
+        if kwargs:
+            raise TypeError(f"VilampProcessor got unexpected keyword arguments {sorted(kwargs)}.")
+        if video_processor is None:
+            video_processor = VilampVideoProcessor(**video_settings(**legacy))
+        elif legacy:
+            raise ValueError(f"Give {sorted(legacy)} to the video processor, or no video processor.")
         self.frame_scorer = frame_scorer
         self.video_token = video_token
         self.num_keyframes = num_keyframes
         self.keyframe_similarity_threshold = keyframe_similarity_threshold
         self.keyframe_relevance_threshold = keyframe_relevance_threshold
         self.fill_keyframe_gaps = fill_keyframe_gaps
-        self.fps = fps
-        self.max_frames = max_frames
-        self.image_size = image_size
         self.tokens_per_keyframe = tokens_per_keyframe
-        self.decode_chunk_size = decode_chunk_size
-        super().__init__(tokenizer, chat_template=chat_template if chat_template is not None else CHAT_TEMPLATE)
+        super().__init__(
+            tokenizer, video_processor, chat_template=chat_template if chat_template is not None else CHAT_TEMPLATE
+        )
         self.video_token_id = self.tokenizer.convert_tokens_to_ids(video_token)
         if self.video_token_id is None or self.video_token_id == self.tokenizer.unk_token_id:
             raise ValueError(f"The tokenizer has no {video_token!r} token: add it as a special token first.")
+
+    @property
+    def fps(self) -> float:
+        """The video processor's sampling rate."""
+        return self.video_processor.fps
+
+    @property
+    def max_frames(self) -> int | None:
+        """The video processor's cap on sampled frames."""
+        return self.video_processor.max_frames
+
+    @property
+    def image_size(self) -> int:
+        """Side of the frames given to the vision tower."""
+        return self.video_processor.image_size
 
     @property
     def model_input_names(self) -> list[str]:
@@ -205,40 +193,38 @@ class VilampProcessor(ProcessorMixin):
         """Tokens the model produces for a video: `tokens_per_keyframe` per keyframe, 1 per other frame, 1 newline."""
         return self.tokens_per_keyframe * num_keyframes + (num_frames - num_keyframes) + 1
 
+    def _get_num_multimodal_tokens(self, video_sizes=None, num_keyframes: int | None = None, **kwargs):
+        """
+        Placeholder tokens of videos of `video_sizes` (`(num_frames, height, width)` each, frames as sampled): every
+        frame a keyframe up to K, one token per other frame, one newline.
+        """
+        data = {}
+        if video_sizes is not None:
+            keyframes = num_keyframes if num_keyframes is not None else self.num_keyframes
+            data["num_video_tokens"] = [
+                self.num_visual_tokens(num_frames, min(keyframes, num_frames)) for num_frames, _, _ in video_sizes
+            ]
+        return MultiModalData(**data)
+
     @auto_docstring
     def __call__(
         self,
         text: str | Sequence[str] | None = None,
         videos: VideoInput | Sequence[VideoInput] | None = None,
         query: str | Sequence[str] | None = None,
-        return_tensors: str | None = "pt",
-        fps: float | None = None,
-        max_frames: int | None = None,
-        num_keyframes: int | None = None,
-        show_progress: bool = False,
         images=None,
         audio=None,
-        **kwargs,
+        **kwargs: Unpack[VilampProcessorKwargs],
     ) -> BatchFeature:
         r"""
         text (`str` or `list[str]`):
             One prompt or a batch; each `<video>` placeholder takes the next video in order.
         videos (`str`, `np.ndarray`, `torch.Tensor`, `list[PIL.Image.Image]` or a list of those, *optional*):
-            A file path, `(N, H, W, 3)` uint8 frames or PIL images; a list gives one video per placeholder (a list
-            per prompt, as `apply_chat_template` passes it, also works).
+            A file path or http(s) URL, `(N, H, W, 3)` uint8 frames or PIL images; a list gives one video per
+            placeholder (a list per prompt, as `apply_chat_template` passes it, also works).
         query (`str` or `list[str]`, *optional*):
             The question used for keyframe selection and feature merging, one per video or one for all. Taken from
             the text around each placeholder (the user's words, without template tokens) when omitted.
-        return_tensors (`str`, *optional*, defaults to `"pt"`):
-            `"pt"` for the model, or `None`.
-        fps (`float`, *optional*):
-            Overrides the processor's sampling rate.
-        max_frames (`int`, *optional*):
-            Overrides the processor's cap on sampled frames.
-        num_keyframes (`int`, *optional*):
-            Overrides the processor's K.
-        show_progress (`bool`, *optional*, defaults to `False`):
-            Show a progress bar while each video is decoded and scored.
         images (`None`):
             Not supported; ViLAMP takes videos.
         audio (`None`):
@@ -248,7 +234,8 @@ class VilampProcessor(ProcessorMixin):
             [`BatchFeature`] with `input_ids`, `attention_mask`, `pixel_values_videos` (uint8, all videos' frames
             concatenated), `keyframe_mask`, `query_embeds`, `video_frame_counts`, and for people
             `keyframe_indices`, `frame_timestamps` (seconds) and `frame_relevance`, concatenated over videos like
-            the frames (keyframe indices count within their own video).
+            the frames (keyframe indices count within their own video); `mm_token_type_ids` (2 on video
+            placeholders) with `return_mm_token_type_ids=True`.
         """
         if images is not None or audio is not None:
             raise ValueError("VilampProcessor takes videos only: `images` and `audio` must be None.")
@@ -257,7 +244,7 @@ class VilampProcessor(ProcessorMixin):
         texts = [text] if isinstance(text, str) else list(text) if isinstance(text, (list, tuple)) else None
         if not texts or not all(isinstance(t, str) for t in texts):
             raise ValueError(f"`text` must be a prompt or a non-empty list of prompts, got {text!r:.200}.")
-        video_list = self._flatten_videos(videos)
+        video_list = make_video_list(videos)
         placeholder_counts = [t.count(self.video_token) for t in texts]
         if sum(placeholder_counts) != len(video_list):
             raise ValueError(
@@ -265,35 +252,41 @@ class VilampProcessor(ProcessorMixin):
                 f"({placeholder_counts} per prompt) but {len(video_list)} videos were given."
             )
         queries = self._queries_for_videos(texts, query, len(video_list))
+        merged = self._merge_kwargs(VilampProcessorKwargs, tokenizer_init_kwargs=self.tokenizer.init_kwargs, **kwargs)
+        text_kwargs, videos_kwargs = merged["text_kwargs"], merged["videos_kwargs"]
+        check_num_keyframes(merged["num_keyframes"])
 
-        settings = {
-            "fps": fps if fps is not None else self.fps,
-            "max_frames": max_frames if max_frames is not None else self.max_frames,
-            "num_keyframes": num_keyframes if num_keyframes is not None else self.num_keyframes,
-        }
-        check_sampling_settings(settings["fps"], settings["max_frames"])
-        check_num_keyframes(settings["num_keyframes"])
         query_embeds = self.frame_scorer.embed_queries(queries) if video_list else None
+        metadata = make_metadata_list(videos_kwargs.pop("video_metadata", None), len(video_list))
         processed = [
-            self.process_video(video, query_embeds[index], show_progress=show_progress, **settings)
+            self.process_video(video, query_embeds[index], merged["num_keyframes"], metadata[index], **videos_kwargs)
             for index, video in enumerate(video_list)
         ]
         expanded = self._expand_placeholders(texts, processed)
+        return_tensors = text_kwargs.pop("return_tensors", None)
         # A batch of prompts is padded unless told otherwise. The fast tokenizer keeps its padding settings as state,
         # so concurrent calls from several threads must not interleave.
-        kwargs.setdefault("padding", len(expanded) > 1)
+        text_kwargs.setdefault("padding", len(expanded) > 1)
+        text_kwargs.pop("return_mm_token_type_ids", None)
         with TOKENIZER_LOCK:
-            text_inputs = self.tokenizer(expanded, return_tensors=return_tensors, **kwargs)
-        data = dict(text_inputs)
+            data = dict(self.tokenizer(expanded, **text_kwargs))
+        if merged.get("return_mm_token_type_ids"):
+            data["mm_token_type_ids"] = self.create_mm_token_type_ids(data["input_ids"])
         if processed:
             data.update(
-                pixel_values_videos=torch.from_numpy(np.concatenate([p["frames"] for p in processed])),
-                keyframe_mask=torch.cat([p["keyframe_mask"] for p in processed]),
+                pixel_values_videos=torch.cat(
+                    [self.video_processor.to_pixel_values(video.frames, **videos_kwargs) for video, _ in processed]
+                ),
+                keyframe_mask=torch.cat([mask for _, mask in processed]),
                 query_embeds=query_embeds,
-                video_frame_counts=torch.tensor([len(p["frames"]) for p in processed]),
-                keyframe_indices=torch.cat([p["keyframe_mask"].nonzero()[:, 0] for p in processed]),
-                frame_timestamps=torch.from_numpy(np.concatenate([p["timestamps"] for p in processed])),
-                frame_relevance=torch.cat([p["relevance"] for p in processed]),
+                video_frame_counts=torch.tensor([len(video.frames) for video, _ in processed]),
+                keyframe_indices=torch.cat([mask.nonzero()[:, 0] for _, mask in processed]),
+                frame_timestamps=torch.tensor(
+                    [t for video, _ in processed for t in video.metadata.timestamps], dtype=torch.float64
+                ),
+                frame_relevance=torch.cat(
+                    [frame_relevance(video.frame_embeds, query_embeds[i]) for i, (video, _) in enumerate(processed)]
+                ),
             )
         return BatchFeature(data=data, tensor_type=return_tensors)
 
@@ -301,49 +294,35 @@ class VilampProcessor(ProcessorMixin):
         self,
         video: VideoInput,
         query_embed: torch.Tensor,
-        fps: float,
-        max_frames: int | None,
         num_keyframes: int,
-        show_progress: bool = False,
-    ) -> dict:
+        video_metadata: dict | None = None,
+        **videos_kwargs,
+    ) -> tuple[ProcessedVideo, torch.BoolTensor]:
         """
-        Samples, resizes and scores one video chunk by chunk, then selects its keyframes.
-
-        Returns:
-            `frames` `(N, 3, S, S)` uint8, `timestamps` `(N,)` seconds, `relevance` `(N,)` and `keyframe_mask` `(N,)`.
+        Samples, resizes and scores one video chunk by chunk (see `VilampVideoProcessor.process_video`), then selects
+        its keyframes. Returns the processed video and its `(N,)` keyframe mask.
         """
-        source = open_video(video, decoded_fps=fps)
-        indices = source.sample(fps, max_frames)
-        frames, frame_embeds = decode_resize_and_score(
-            source, indices, self.image_size, self.frame_scorer, self.decode_chunk_size, show_progress
+        video_processor = self.video_processor
+        processed = video_processor.process_video(
+            video,
+            max_frames=videos_kwargs.get("max_frames", video_processor.max_frames),
+            fps=videos_kwargs.get("fps"),
+            num_frames=videos_kwargs.get("num_frames"),
+            do_sample_frames=videos_kwargs.get("do_sample_frames", video_processor.do_sample_frames),
+            video_metadata=video_metadata,
+            input_data_format=videos_kwargs.get("input_data_format"),
+            on_chunk=self.frame_scorer.embed_frames,
+            show_progress=videos_kwargs.get("show_progress", video_processor.show_progress),
         )
         keyframe_mask = select_keyframes(
-            frame_embeds,
+            processed.frame_embeds,
             query_embed,
             num_keyframes,
             self.keyframe_similarity_threshold,
             self.keyframe_relevance_threshold,
             fill_remaining=self.fill_keyframe_gaps,
         )
-        return {
-            "frames": frames,
-            "timestamps": source.timestamps[indices],
-            "relevance": frame_relevance(frame_embeds, query_embed),
-            "keyframe_mask": keyframe_mask,
-        }
-
-    @staticmethod
-    def _flatten_videos(videos) -> list:
-        if videos is None:
-            return []
-        if not isinstance(videos, (list, tuple)) or is_frame_list(videos):
-            return [videos]
-        flat = []
-        for item in videos:
-            # A list per prompt, as apply_chat_template passes videos; a list of PIL images stays one video.
-            is_nested = isinstance(item, (list, tuple)) and not is_frame_list(item)
-            flat.extend(item if is_nested else [item])
-        return flat
+        return processed, keyframe_mask
 
     def _queries_for_videos(self, texts: list[str], query, num_videos: int) -> list[str]:
         if query is not None:
@@ -371,8 +350,8 @@ class VilampProcessor(ProcessorMixin):
                 queries.extend([question] * segment.count(self.video_token))
         return queries
 
-    def _expand_placeholders(self, texts: list[str], processed: list[dict]) -> list[str]:
-        token_counts = iter(self.num_visual_tokens(len(p["frames"]), int(p["keyframe_mask"].sum())) for p in processed)
+    def _expand_placeholders(self, texts: list[str], processed: list[tuple[ProcessedVideo, torch.Tensor]]) -> list:
+        token_counts = iter(self.num_visual_tokens(len(video.frames), int(mask.sum())) for video, mask in processed)
         pattern = re.compile(re.escape(self.video_token))
         return [pattern.sub(lambda _: self.video_token * next(token_counts), text) for text in texts]
 
@@ -409,10 +388,24 @@ class VilampProcessor(ProcessorMixin):
             self.frame_scorer = frame_scorer
 
     def save_pretrained(self, save_directory: str | os.PathLike, push_to_hub: bool = False, **kwargs):
-        """Saves the tokenizer, the processor settings, the chat template and the frame scorer's weights."""
+        """
+        Saves the tokenizer, the processor and video processor settings, the chat template and the frame scorer's
+        weights. The video processor's settings also go to `video_preprocessor_config.json`, which
+        `AutoVideoProcessor` reads on its own.
+        """
         files = super().save_pretrained(save_directory, push_to_hub=push_to_hub, **kwargs)
+        files += self.video_processor.save_pretrained(save_directory)
         self.frame_scorer.save_pretrained(save_directory)
         return files
+
+    @classmethod
+    def _get_arguments_from_pretrained(cls, pretrained_model_name_or_path, processor_dict=None, **kwargs):
+        # A directory saved before the video processor existed keeps its video settings in processor_config.json.
+        if processor_dict is None or "video_processor" in processor_dict or "image_size" not in processor_dict:
+            return super()._get_arguments_from_pretrained(pretrained_model_name_or_path, processor_dict, **kwargs)
+        legacy = {name: processor_dict.pop(name) for name in LEGACY_VIDEO_SETTINGS if name in processor_dict}
+        tokenizer = cls._load_tokenizer_from_pretrained("tokenizer", pretrained_model_name_or_path, **kwargs)
+        return [tokenizer, VilampVideoProcessor(**video_settings(**legacy))]
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs) -> "VilampProcessor":

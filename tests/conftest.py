@@ -98,12 +98,12 @@ def fixture_tokenizer(fixture: dict):
 
 def fixture_processor(fixture: dict, **overrides):
     """A processor with the fixture's tokenizer, frame scorer and selection settings, at the tiny tower's 54 px."""
-    from vilamp.processing import VilampProcessor
+    from vilamp.processing import VilampProcessor, VilampVideoProcessor
 
     settings = {
         "num_keyframes": fixture["case"]["keyframes"],
         "keyframe_similarity_threshold": fixture["case"]["f2f_thrd"],
-        "image_size": 54,
+        "video_processor": VilampVideoProcessor(size={"height": 54, "width": 54}),
     }
     settings.update(overrides)
     return VilampProcessor(

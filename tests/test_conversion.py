@@ -161,7 +161,12 @@ def test_config_tokenizer_processor_and_generation_config(converted):
     assert sorted(generation["eos_token_id"]) == sorted([added["<|im_end|>"], added["<|endoftext|>"]])
     processor = json.loads((output / "processor_config.json").read_text())
     assert processor["auto_map"] == {"AutoProcessor": "processing_vilamp.VilampProcessor"}
-    assert processor["image_size"] == original["vision_tower_config"]["image_size"]
+    side = original["vision_tower_config"]["image_size"]
+    video_processor = json.loads((output / "video_preprocessor_config.json").read_text())
+    for saved in (processor["video_processor"], video_processor):
+        assert saved["video_processor_type"] == "VilampVideoProcessor"
+        assert saved["size"] == {"height": side, "width": side} and (saved["fps"], saved["max_frames"]) == (1.0, 600)
+    assert video_processor["auto_map"]["AutoVideoProcessor"] == "video_processing_vilamp.VilampVideoProcessor"
 
 
 def test_model_card_metadata_and_usage(converted):

@@ -69,8 +69,6 @@ FRAME_CASES = {
     "int64 frames": (np.zeros((3, 8, 8, 3), dtype=np.int64), r"uint8"),
     "bool frames": (np.zeros((3, 8, 8, 3), dtype=bool), r"uint8"),
     "grey frames without a channel axis": (np.zeros((3, 8, 8), dtype=np.uint8), r"\(N, H, W, 3\)"),
-    "RGBA frames": (np.zeros((3, 8, 8, 4), dtype=np.uint8), r"\(N, H, W, 3\)"),
-    "channels first": (np.zeros((3, 3, 8, 8), dtype=np.uint8), r"\(N, H, W, 3\)"),
     "no frames": (np.zeros((0, 8, 8, 3), dtype=np.uint8), "zero frames"),
     "zero-height frames": (np.zeros((2, 0, 8, 3), dtype=np.uint8), "empty"),
     "empty list": ([], "1 <video> placeholders .* but 0 videos"),
@@ -80,6 +78,10 @@ FRAME_CASES = {
     "1x1 frames": (np.full((2, 1, 1, 3), 90, dtype=np.uint8), None),
     "grey and RGBA PIL images": ([Image.new("L", (5, 7)), Image.new("RGBA", (5, 7))], None),
     "tensor frames": (torch.zeros(2, 6, 10, 3, dtype=torch.uint8), None),
+    # transformers' layouts: channels first (as torch tensors usually are), RGBA (alpha dropped) and grey.
+    "channels-first frames": (torch.zeros(2, 3, 6, 10, dtype=torch.uint8), None),
+    "RGBA frames": (np.zeros((2, 8, 8, 4), dtype=np.uint8), None),
+    "grey frames with a channel axis": (np.zeros((2, 8, 8, 1), dtype=np.uint8), None),
 }
 
 
@@ -104,13 +106,13 @@ SETTING_CASES = {
     "negative fps": ({"fps": -1.0}, "`fps`"),
     "NaN fps": ({"fps": float("nan")}, "`fps`"),
     "infinite fps": ({"fps": math.inf}, "`fps`"),
-    "fps as text": ({"fps": "1"}, "`fps`"),
+    "fps as text": ({"fps": "1"}, "field 'fps'"),
     "max_frames 0": ({"max_frames": 0}, "`max_frames`"),
     "negative max_frames": ({"max_frames": -4}, "`max_frames`"),
-    "fractional max_frames": ({"max_frames": 2.5}, "`max_frames`"),
+    "fractional max_frames": ({"max_frames": 2.5}, "field 'max_frames'"),
     "num_keyframes 0": ({"num_keyframes": 0}, "`num_keyframes`"),
-    "fractional num_keyframes": ({"num_keyframes": 2.5}, "`num_keyframes`"),
-    "num_keyframes True": ({"num_keyframes": True}, "`num_keyframes`"),
+    "fractional num_keyframes": ({"num_keyframes": 2.5}, "field 'num_keyframes'"),
+    "num_keyframes True": ({"num_keyframes": True}, "field 'num_keyframes'"),
     "empty query": ({"query": ""}, "`query`"),
     "blank query": ({"query": "   \n"}, "`query`"),
     "query per video, wrong count": ({"query": ["a", "b"]}, "`query` gives 2 questions for 1 videos"),
@@ -127,7 +129,8 @@ SETTING_CASES = {
 def test_text_and_settings(heavy_fill_processor, case):
     change, message = SETTING_CASES[case]
     arguments = {"text": PROMPT.format("What is it?"), "videos": FRAMES, **change}
-    with pytest.raises(ValueError, match=message):
+    # Values of the wrong type are refused by transformers' typed processor kwargs, whose errors name the field.
+    with pytest.raises((ValueError, StrictDataclassError), match=message):
         heavy_fill_processor(**arguments)
 
 

@@ -17,7 +17,8 @@ from conftest import (
     load_fixture,
     run_without_project,
 )
-from vilamp.processing import VilampProcessor
+from media import numbered_frames
+from vilamp.processing import VilampProcessor, VilampVideoProcessor
 
 
 QUESTION_PROMPT = "<|im_start|>user\n<video>\n{}<|im_end|>\n<|im_start|>assistant\n"
@@ -202,3 +203,95 @@ def test_clip_preprocessing_equals_transformers_clip_processor_on_any_size(heavy
             expected = reference(list(frame), return_tensors="np", input_data_format="channels_last")
             got = scorer.preprocess(frame)
             assert torch.equal(got, torch.from_numpy(expected["pixel_values"])), (height, width)
+
+
+# --- transformers' conventions: standard kwargs, the video processor, token counts -------------------------------
+
+
+def test_standard_text_kwargs_reach_the_tokenizer(heavy_fill_processor):
+    frames = numbered_frames(3, 16, 16)
+    prompts = [QUESTION_PROMPT.format("Q?"), QUESTION_PROMPT.format("A much longer question about the clip?")]
+    right = heavy_fill_processor(text=prompts, videos=[frames, frames], padding=True)
+    left = heavy_fill_processor(text=prompts, videos=[frames, frames], padding=True, padding_side="left")
+    assert right["input_ids"].shape == left["input_ids"].shape
+    assert right["attention_mask"][0, -1] == 0 and left["attention_mask"][0, 0] == 0  # the short prompt is padded
+    longest = heavy_fill_processor(text=prompts, videos=[frames, frames], padding="max_length", max_length=700)
+    assert longest["input_ids"].shape == (2, 700)
+    # Truncation would cut visual placeholders: the model then refuses the batch, naming the mismatch.
+    cut = heavy_fill_processor(text=prompts[0], videos=frames, truncation=True, max_length=50)
+    assert cut["input_ids"].shape == (1, 50)
+    as_lists = heavy_fill_processor(text=prompts[0], videos=frames, return_tensors=None)
+    assert isinstance(as_lists["input_ids"], list)
+
+
+def test_apply_chat_template_on_a_batch_with_padding(heavy_fill_processor):
+    conversations = [
+        [{"role": "user", "content": [{"type": "video", "path": str(CLIP_PATH)}, {"type": "text", "text": text}]}]
+        for text in ("Why?", "What does the rabbit do after he wakes up?")
+    ]
+    batch = heavy_fill_processor.apply_chat_template(
+        conversations, add_generation_prompt=True, tokenize=True, return_dict=True, padding=True, num_keyframes=2
+    )
+    assert batch["input_ids"].shape[0] == 2 and batch["video_frame_counts"].tolist() == [6, 6]
+    assert (batch["input_ids"] == FIXTURE_VIDEO_TOKEN_ID).sum(1).tolist() == [196 * 2 + 4 + 1] * 2
+
+
+def test_num_frames_samples_uniformly_and_excludes_fps(heavy_fill_processor):
+    batch = heavy_fill_processor(text=QUESTION_PROMPT.format("Q?"), videos=str(CLIP_PATH), num_frames=4)
+    # transformers' rule: arange(4) * 132 // 4 of the clip's 132 frames at 25 fps.
+    assert batch["frame_timestamps"].tolist() == [0.0, 33 / 25, 66 / 25, 99 / 25]
+    with pytest.raises(ValueError, match="`num_frames` and `fps` are mutually exclusive"):
+        heavy_fill_processor(text=QUESTION_PROMPT.format("Q?"), videos=str(CLIP_PATH), num_frames=4, fps=2.0)
+    with pytest.raises(ValueError, match="`num_frames`=500 is more than the video's 132 frames"):
+        heavy_fill_processor(text=QUESTION_PROMPT.format("Q?"), videos=str(CLIP_PATH), num_frames=500)
+
+
+def test_mm_token_type_ids_mark_the_video_placeholders(heavy_fill_processor):
+    batch = heavy_fill_processor(
+        text=QUESTION_PROMPT.format("Q?"), videos=numbered_frames(3, 16, 16), return_mm_token_type_ids=True
+    )
+    expected = (batch["input_ids"] == FIXTURE_VIDEO_TOKEN_ID).long() * 2
+    assert torch.equal(torch.as_tensor(batch["mm_token_type_ids"]), expected)
+
+
+def test_num_multimodal_tokens_match_the_expanded_prompt(heavy_fill_processor):
+    counts = heavy_fill_processor._get_num_multimodal_tokens(video_sizes=[(3, 48, 64), (60, 48, 64)])
+    assert counts.num_video_tokens == [196 * 3 + 1, 196 * 8 + 52 + 1]
+    batch = heavy_fill_processor(text=QUESTION_PROMPT.format("Q?"), videos=numbered_frames(60, 16, 16))
+    assert int((batch["input_ids"] == FIXTURE_VIDEO_TOKEN_ID).sum()) == counts.num_video_tokens[1]
+
+
+def test_video_processor_on_its_own(heavy_fill_processor, tmp_path):
+    from transformers import AutoVideoProcessor
+
+    heavy_fill_processor.save_pretrained(tmp_path)
+    assert (tmp_path / "video_preprocessor_config.json").is_file()
+    video_processor = AutoVideoProcessor.from_pretrained(tmp_path)
+    assert isinstance(video_processor, VilampVideoProcessor) and video_processor.image_size == 54
+    out = video_processor(str(CLIP_PATH), return_tensors="pt", return_metadata=True)
+    assert out["pixel_values_videos"].shape == (1, 6, 3, 54, 54) and out["pixel_values_videos"].dtype == torch.uint8
+    metadata = out["video_metadata"][0]
+    assert (metadata.total_num_frames, metadata.fps, metadata.width, metadata.height) == (132, 25.0, 1280, 720)
+    assert metadata.frames_indices == [0, 25, 50, 75, 100, 125] and metadata.timestamps == [0, 1, 2, 3, 4, 5]
+    # The same pixels as the whole processor gives the model.
+    batch = heavy_fill_processor(text=QUESTION_PROMPT.format("Q?"), videos=str(CLIP_PATH))
+    assert torch.equal(out["pixel_values_videos"][0], batch["pixel_values_videos"])
+    two = video_processor([str(CLIP_PATH), numbered_frames(4, 16, 16)], num_frames=3)
+    assert [video.shape[0] for video in two["pixel_values_videos"]] == [3, 3]
+
+
+def test_processor_saved_before_the_video_processor_still_loads(heavy_fill_processor, tmp_path):
+    """Directories converted by earlier versions keep fps, max_frames and image_size in processor_config.json."""
+    import json
+
+    heavy_fill_processor.save_pretrained(tmp_path)
+    config_file = tmp_path / "processor_config.json"
+    config = json.loads(config_file.read_text())
+    del config["video_processor"]
+    config.update(fps=2.0, max_frames=5, image_size=54, decode_chunk_size=32)
+    config_file.write_text(json.dumps(config))
+    (tmp_path / "video_preprocessor_config.json").unlink()
+    loaded = AutoProcessor.from_pretrained(tmp_path)
+    assert (loaded.fps, loaded.max_frames, loaded.image_size) == (2.0, 5, 54)
+    batch = loaded(text=QUESTION_PROMPT.format("Q?"), videos=str(CLIP_PATH))
+    assert batch["video_frame_counts"].tolist() == [5]

@@ -120,6 +120,9 @@ def first_line(error: Exception) -> str:
 
 
 def check_video_file(video: str) -> None:
+    """Fails in one line unless `video` is an existing file, or an http(s) URL (downloaded by the processor)."""
+    if video.startswith(("http://", "https://")):
+        return
     path = Path(video)
     if not path.exists():
         raise CliError(f"no such video file: {video}")
@@ -203,14 +206,15 @@ def ask(
     """
     messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": question}]}]
     prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
+    # Options left out keep the processor's own settings (for max_frames, None would mean "no cap").
+    options = {"max_frames": max_frames, "num_keyframes": num_keyframes}
     with native_stderr_silenced(enabled=not show_decoder_logs):
         try:
             inputs = processor(
                 text=prompt,
                 videos=video,
-                max_frames=max_frames,
-                num_keyframes=num_keyframes,
                 show_progress=show_progress,
+                **{name: value for name, value in options.items() if value is not None},
             )
         except (OSError, ValueError) as error:  # the question was checked: what fails here is reading the video
             message = first_line(error)
@@ -340,7 +344,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="{ask,convert}")
 
     ask_parser = commands.add_parser("ask", parents=[common], help="answer a question about a video")
-    ask_parser.add_argument("video", nargs="?", help="video file (default: the bundled clip, embedded default only)")
+    ask_parser.add_argument(
+        "video", nargs="?", help="video file or http(s) URL (default: the bundled clip, embedded default only)"
+    )
     ask_parser.add_argument("question", nargs="?", default=DEFAULT_QUESTION, help=f"default: {DEFAULT_QUESTION!r}")
     ask_parser.add_argument("--model", help="converted ViLAMP: a directory or Hub id (default: embedded tiny model)")
     ask_parser.add_argument(

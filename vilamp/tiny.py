@@ -11,7 +11,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
 from .modeling_vilamp import VilampConfig, VilampForConditionalGeneration
-from .processing import FrameScorer, VilampProcessor
+from .processing import FrameScorer, VilampProcessor, VilampVideoProcessor
 
 
 # "Big Buck Bunny" excerpt, (c) Blender Foundation, www.bigbuckbunny.org, CC BY 3.0.
@@ -82,6 +82,9 @@ def tiny_model_and_processor(seed: int = 0) -> tuple[VilampForConditionalGenerat
     )
     model = VilampForConditionalGeneration(config).eval()
     processor = VilampProcessor(
-        tokenizer=tokenizer, frame_scorer=FrameScorer(TINY_SCORER), num_keyframes=2, image_size=54
+        tokenizer=tokenizer,
+        video_processor=VilampVideoProcessor(size={"height": 54, "width": 54}),
+        frame_scorer=FrameScorer(TINY_SCORER),
+        num_keyframes=2,
     )
     return model, processor

@@ -1,0 +1,356 @@
+# Copyright 2026 The ViLAMP for transformers authors. All rights reserved.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""
+VilampVideoProcessor: a video (file, URL or decoded frames) -> its sampled frames at the vision tower's size, uint8.
+
+Sampling is the released evaluation's (about one frame per second, at most `max_frames`; see `video_decoding`), or
+`num_frames` spread uniformly. Frames are decoded a chunk at a time and resized at once, bicubic without keeping the
+aspect with PIL, pixel for pixel the original's SigLIP preprocessing; a caller may score each native-resolution
+chunk on the way (the processor's CLIP frame scorer), so that no more than one chunk of full-size frames is ever
+held. Normalisation (mean 0.5, std 0.5) happens inside the model, which takes the uint8 frames.
+"""
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+from transformers import BatchFeature
+from transformers.image_utils import PILImageResampling
+from transformers.processing_utils import Unpack, VideosKwargs
+from transformers.utils import auto_docstring
+from transformers.video_processing_utils import BaseVideoProcessor
+from transformers.video_utils import VideoMetadata
+
+from .video_decoding import (
+    DecodedVideo,
+    VideoSource,
+    is_frame_list,
+    open_video,
+    resize_frames,
+    sample_at_rate,
+)
+
+
+class VilampVideoProcessorKwargs(VideosKwargs, total=False):
+    r"""
+    max_frames (`int`, *optional*):
+        Cap on the frames sampled from one video at `fps` (uniform thinning beyond it); `None` for no cap.
+    decode_chunk_size (`int`, *optional*):
+        Frames decoded, resized (and scored) at once.
+    video_backend (`str`, *optional*):
+        Decoder for files and URLs: `"auto"` or a backend name (see `video_decoding`).
+    show_progress (`bool`, *optional*):
+        Show a progress bar while each video is decoded (and scored).
+    """
+
+    max_frames: int | None
+    decode_chunk_size: int
+    video_backend: str
+    show_progress: bool
+
+
+@dataclass
+class VilampVideoMetadata(VideoMetadata):
+    """
+    `VideoMetadata` that may carry every frame's presentation time (`presentation_times`, seconds from the first
+    frame), so that sampling and `timestamps` are right for variable frame rates.
+    """
+
+    presentation_times: list[float] | None = None
+
+    @property
+    def timestamps(self) -> list[float]:
+        if self.presentation_times is None or self.frames_indices is None:
+            return super().timestamps
+        return [self.presentation_times[index] for index in self.frames_indices]
+
+
+@dataclass
+class ProcessedVideo:
+    """One video after `VilampVideoProcessor.process_video`."""
+
+    frames: np.ndarray  # (N, 3, size, size) uint8
+    metadata: VilampVideoMetadata
+    frame_embeds: torch.Tensor | None  # (N, D) from the chunk callback, when one was given
+
+
+def make_video_list(videos) -> list:
+    """One video or a list of them (a list per prompt, as `apply_chat_template` passes them, is flattened)."""
+    if videos is None:
+        return []
+    if not isinstance(videos, (list, tuple)) or is_frame_list(videos) or _is_frame_array_list(videos):
+        return [videos]
+    flat = []
+    for item in videos:
+        # A list of PIL images or of single frames is one video; any other list holds one prompt's videos.
+        is_nested = isinstance(item, (list, tuple)) and not (is_frame_list(item) or _is_frame_array_list(item))
+        flat.extend(item if is_nested else [item])
+    return flat
+
+
+def _is_frame_array_list(video) -> bool:
+    return bool(video) and all(isinstance(frame, (np.ndarray, torch.Tensor)) and frame.ndim == 3 for frame in video)
+
+
+def make_metadata_list(video_metadata, num_videos: int) -> list:
+    """One metadata (dict or `VideoMetadata`) per video, from one, a list, or a nested list as transformers passes."""
+    if video_metadata is None:
+        return [None] * num_videos
+    flat = make_video_list(video_metadata) if isinstance(video_metadata, (list, tuple)) else [video_metadata]
+    if len(flat) != num_videos:
+        raise ValueError(f"`video_metadata` describes {len(flat)} videos but {num_videos} were given.")
+    return [VilampVideoMetadata(**dict(item)) if item is not None else None for item in flat]
+
+
+def to_channels_last_rgb(video, input_data_format: str | None = None):
+    """
+    Frames given in memory, in transformers' layouts, as ViLAMP's `(N, H, W, 3)`: torch tensors and arrays may be
+    channels-first (`(N, C, H, W)`, inferred as transformers does when not given), grey or RGBA (alpha dropped, as
+    PIL's RGB conversion does). Other inputs (paths, URLs, PIL images) are returned as they are.
+    """
+    if isinstance(video, (list, tuple)) and _is_frame_array_list(video):
+        video = np.stack([np.asarray(frame) for frame in video])
+    if isinstance(video, torch.Tensor):
+        video = video.detach().cpu().numpy()
+    if not isinstance(video, np.ndarray) or video.ndim != 4:
+        return video
+    channels_first = (
+        input_data_format == "channels_first"
+        if input_data_format is not None
+        else video.shape[1] in (1, 3, 4) and video.shape[-1] not in (1, 3, 4)
+    )
+    if channels_first:
+        video = video.transpose(0, 2, 3, 1)
+    if video.shape[-1] == 1:
+        video = np.repeat(video, 3, axis=-1)
+    elif video.shape[-1] == 4:
+        video = video[..., :3]
+    return np.ascontiguousarray(video)
+
+
+@auto_docstring
+class VilampVideoProcessor(BaseVideoProcessor):
+    resample = PILImageResampling.BICUBIC
+    size = {"height": 384, "width": 384}
+    # The model normalises the uint8 frames this processor returns with these; with `do_rescale` and `do_normalize`
+    # the processor returns the same values as floats instead.
+    image_mean = [0.5, 0.5, 0.5]
+    image_std = [0.5, 0.5, 0.5]
+    do_resize = True
+    do_rescale = False
+    do_normalize = False
+    do_convert_rgb = True
+    do_sample_frames = True
+    fps = 1.0
+    num_frames = None
+    max_frames = 600
+    decode_chunk_size = 32
+    video_backend = "auto"
+    show_progress = False
+    valid_kwargs = VilampVideoProcessorKwargs
+    model_input_names = ["pixel_values_videos"]
+
+    def __init__(self, **kwargs: Unpack[VilampVideoProcessorKwargs]):
+        super().__init__(**kwargs)
+        if self.size.get("height") != self.size.get("width"):
+            raise ValueError(f"ViLAMP's vision tower takes square frames; `size` is {self.size}.")
+
+    @property
+    def image_size(self) -> int:
+        """Side of the square frames given to the vision tower."""
+        return self.size["height"]
+
+    def sample_frames(
+        self,
+        metadata: VideoMetadata,
+        num_frames: int | None = None,
+        fps: float | None = None,
+        max_frames: int | None = None,
+        **kwargs,
+    ) -> np.ndarray:
+        """
+        Indices of the frames kept from a video described by `metadata`: about `fps` per second, thinned to
+        `max_frames` (the released rule: every `int(native_fps / fps)`-th frame, or by presentation time for a
+        variable frame rate), or exactly `num_frames` spread uniformly as transformers does. `fps` and `num_frames`
+        exclude each other; without either, this processor's `num_frames`, else its `fps`, applies.
+        """
+        if fps is not None and num_frames is not None:
+            raise ValueError("`num_frames` and `fps` are mutually exclusive arguments, please use only one!")
+        if fps is None and num_frames is None:
+            num_frames, fps = self.num_frames, None if self.num_frames is not None else self.fps
+        total = metadata.total_num_frames
+        if num_frames is not None:
+            if isinstance(num_frames, bool) or not isinstance(num_frames, int) or num_frames < 1:
+                raise ValueError(f"`num_frames` must be a positive integer, got {num_frames!r}.")
+            if num_frames > total:
+                raise ValueError(f"`num_frames`={num_frames} is more than the video's {total} frames.")
+            return np.arange(num_frames, dtype=int) * total // num_frames
+        if metadata.fps is None:
+            raise ValueError("Sampling at `fps` needs the video's own frame rate: give `video_metadata` with `fps`.")
+        times = getattr(metadata, "presentation_times", None)
+        return sample_at_rate(np.asarray(times) if times is not None else None, total, metadata.fps, fps, max_frames)
+
+    def process_video(
+        self,
+        video,
+        max_frames: int | None,
+        fps: float | None = None,
+        num_frames: int | None = None,
+        do_sample_frames: bool = True,
+        video_metadata: VideoMetadata | dict | None = None,
+        input_data_format: str | None = None,
+        on_chunk: Callable[[np.ndarray], torch.Tensor] | None = None,
+        show_progress: bool = False,
+        step_seconds: dict[str, float] | None = None,
+    ) -> ProcessedVideo:
+        """
+        Samples one video (every frame without `do_sample_frames`) and decodes it `decode_chunk_size` frames at a
+        time, keeping each frame resized to the tower's size as uint8. Frames given in memory are at
+        `video_metadata["fps"]` frames per second, or `fps` (default 1). `on_chunk`, when given, receives every
+        native-resolution chunk `(n, H, W, 3)` while it is at hand and returns one row per frame (the frame scorer's
+        embeddings). When `step_seconds` is given, the time spent in `decode`, `resize` and `score` (the callback) is
+        added to it.
+        """
+        given = VilampVideoMetadata(**dict(video_metadata)) if video_metadata is not None else None
+        decoded_fps = (given.fps if given is not None and given.fps else None) or fps or self.fps
+        source = open_video(
+            to_channels_last_rgb(video, input_data_format), decoded_fps=decoded_fps, backend=self.video_backend
+        )
+        metadata = VilampVideoMetadata(
+            total_num_frames=source.num_frames,
+            fps=source.native_fps,
+            duration=source.num_frames / source.native_fps,
+            video_backend=source.backend,
+            # Frames given in memory are evenly spaced by definition; a file's frames are where its decoder says.
+            presentation_times=None if isinstance(source, DecodedVideo) else source.timestamps.tolist(),
+        )
+        if do_sample_frames:
+            indices = self.sample_frames(metadata, num_frames=num_frames, fps=fps, max_frames=max_frames)
+        else:
+            indices = np.arange(source.num_frames)
+        frames, embeds, (height, width) = decode_resize_and_score(
+            source, indices, self.image_size, on_chunk, self.decode_chunk_size, show_progress, step_seconds
+        )
+        metadata.update({"frames_indices": indices.tolist(), "height": height, "width": width})
+        return ProcessedVideo(frames=frames, metadata=metadata, frame_embeds=embeds)
+
+    def to_pixel_values(self, frames: np.ndarray, **kwargs) -> torch.Tensor:
+        """
+        The model's `pixel_values_videos` for resized uint8 frames: as they are by default (the model normalises),
+        or rescaled and normalised floats when `do_rescale` / `do_normalize` are set (here or in `kwargs`).
+        """
+        pixels = torch.from_numpy(frames)
+        settings = {name: kwargs.get(name, getattr(self, name)) for name in ("do_rescale", "do_normalize")}
+        if not (settings["do_rescale"] or settings["do_normalize"]):
+            return pixels
+        pixels = pixels.float()
+        if settings["do_rescale"]:
+            pixels = pixels * kwargs.get("rescale_factor", self.rescale_factor)
+        if settings["do_normalize"]:
+            mean, std = (
+                torch.tensor(kwargs.get(name, getattr(self, name)), dtype=torch.float32).reshape(-1, 1, 1)
+                for name in ("image_mean", "image_std")
+            )
+            pixels = (pixels - mean) / std
+        return pixels
+
+    def preprocess(self, videos, **kwargs: Unpack[VilampVideoProcessorKwargs]) -> BatchFeature:
+        """
+        Samples, decodes and resizes a video or a batch of them. Returns `pixel_values_videos`: one
+        `(frames, 3, size, size)` tensor per video (uint8 unless `do_rescale` / `do_normalize`), stacked when
+        `return_tensors="pt"` and all videos have as many frames, and `video_metadata` with `return_metadata=True`.
+        """
+        unknown = set(kwargs) - set(self.valid_kwargs.__annotations__) - {"return_tensors"}
+        if unknown:
+            raise ValueError(f"VilampVideoProcessor does not take {sorted(unknown)}.")
+        video_list = make_video_list(videos)
+        metadata_list = make_metadata_list(kwargs.get("video_metadata"), len(video_list))
+        processed = [
+            self.process_video(
+                video,
+                max_frames=kwargs.get("max_frames", self.max_frames),
+                fps=kwargs.get("fps"),
+                num_frames=kwargs.get("num_frames"),
+                do_sample_frames=kwargs.get("do_sample_frames", self.do_sample_frames),
+                video_metadata=metadata,
+                input_data_format=kwargs.get("input_data_format"),
+                show_progress=kwargs.get("show_progress", self.show_progress),
+            )
+            for video, metadata in zip(video_list, metadata_list, strict=True)
+        ]
+        pixel_values = [self.to_pixel_values(video.frames, **kwargs) for video in processed]
+        data = {"pixel_values_videos": pixel_values}
+        if kwargs.get("return_metadata", self.return_metadata):
+            data["video_metadata"] = [video.metadata for video in processed]
+        if kwargs.get("return_tensors") == "pt" and len({pixels.shape for pixels in pixel_values}) == 1:
+            data["pixel_values_videos"] = torch.stack(pixel_values)
+        return BatchFeature(data=data)
+
+
+def decode_resize_and_score(
+    source: VideoSource,
+    indices: np.ndarray,
+    image_size: int,
+    on_chunk: Callable[[np.ndarray], torch.Tensor] | None,
+    chunk_size: int,
+    show_progress: bool = False,
+    step_seconds: dict[str, float] | None = None,
+) -> tuple[np.ndarray, torch.Tensor | None, tuple[int, int]]:
+    """
+    Decodes the frames at `indices` `chunk_size` at a time, keeps each resized to `image_size` as uint8 and hands
+    each native-resolution chunk to `on_chunk` (the frame scorer); native-resolution pixels never outlive their chunk.
+
+    Returns:
+        `(N, 3, image_size, image_size)` uint8 frames, the `(N, D)` rows `on_chunk` returned (`None` without it),
+        and the native `(height, width)` of the frames.
+    """
+    frames = np.empty((len(indices), 3, image_size, image_size), dtype=np.uint8)
+    embeds, native_size = [], (0, 0)
+    chunks = _timed_iteration(source.iter_chunks(indices, chunk_size), step_seconds, "decode")
+    position = 0
+    with tqdm(total=len(indices), desc="decoding and scoring frames", unit="frame", disable=not show_progress) as bar:
+        for chunk in chunks:
+            rows, native_size = slice(position, position + len(chunk)), chunk.shape[1:3]
+            with _timed(step_seconds, "resize"):
+                frames[rows] = resize_frames(chunk, image_size)
+            if on_chunk is not None:
+                with _timed(step_seconds, "score"):
+                    embeds.append(on_chunk(chunk))
+            position += len(chunk)
+            bar.update(len(chunk))
+    return frames, torch.cat(embeds) if on_chunk is not None else None, tuple(native_size)
+
+
+@contextlib.contextmanager
+def _timed(step_seconds: dict[str, float] | None, step: str) -> Iterator[None]:
+    start = time.perf_counter()
+    yield
+    if step_seconds is not None:
+        step_seconds[step] = step_seconds.get(step, 0.0) + time.perf_counter() - start
+
+
+def _timed_iteration(items: Iterator, step_seconds: dict[str, float] | None, step: str) -> Iterator:
+    while True:
+        with _timed(step_seconds, step):
+            item = next(items, None)
+        if item is None:
+            return
+        yield item
+
+
+__all__ = ["VilampVideoProcessor"]
