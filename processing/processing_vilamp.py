@@ -302,17 +302,8 @@ class VilampProcessor(ProcessorMixin):
         Samples, resizes and scores one video chunk by chunk (see `VilampVideoProcessor.process_video`), then selects
         its keyframes. Returns the processed video and its `(N,)` keyframe mask.
         """
-        video_processor = self.video_processor
-        processed = video_processor.process_video(
-            video,
-            max_frames=videos_kwargs.get("max_frames", video_processor.max_frames),
-            fps=videos_kwargs.get("fps"),
-            num_frames=videos_kwargs.get("num_frames"),
-            do_sample_frames=videos_kwargs.get("do_sample_frames", video_processor.do_sample_frames),
-            video_metadata=video_metadata,
-            input_data_format=videos_kwargs.get("input_data_format"),
-            on_chunk=self.frame_scorer.embed_frames,
-            show_progress=videos_kwargs.get("show_progress", video_processor.show_progress),
+        processed = self.video_processor.process_video_for_call(
+            video, video_metadata, videos_kwargs, on_chunk=self.frame_scorer.embed_frames
         )
         keyframe_mask = select_keyframes(
             processed.frame_embeds,

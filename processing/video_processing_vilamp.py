@@ -249,22 +249,52 @@ class VilampVideoProcessor(BaseVideoProcessor):
         metadata.update({"frames_indices": indices.tolist(), "height": height, "width": width})
         return ProcessedVideo(frames=frames, metadata=metadata, frame_embeds=embeds)
 
-    def to_pixel_values(self, frames: np.ndarray, **kwargs) -> torch.Tensor:
+    def process_video_for_call(
+        self,
+        video,
+        video_metadata: VideoMetadata | dict | None,
+        call_kwargs: dict,
+        on_chunk: Callable[[np.ndarray], torch.Tensor] | None = None,
+    ) -> ProcessedVideo:
+        """`process_video` with one call's keyword arguments (as `preprocess` takes them); the rest as set here."""
+        return self.process_video(
+            video,
+            max_frames=call_kwargs.get("max_frames", self.max_frames),
+            fps=call_kwargs.get("fps"),
+            num_frames=call_kwargs.get("num_frames"),
+            do_sample_frames=call_kwargs.get("do_sample_frames", self.do_sample_frames),
+            video_metadata=video_metadata,
+            input_data_format=call_kwargs.get("input_data_format"),
+            on_chunk=on_chunk,
+            show_progress=call_kwargs.get("show_progress", self.show_progress),
+        )
+
+    def to_pixel_values(
+        self,
+        frames: np.ndarray,
+        do_rescale: bool | None = None,
+        rescale_factor: float | None = None,
+        do_normalize: bool | None = None,
+        image_mean: float | list[float] | None = None,
+        image_std: float | list[float] | None = None,
+        **other_video_kwargs,
+    ) -> torch.Tensor:
         """
         The model's `pixel_values_videos` for resized uint8 frames: as they are by default (the model normalises),
-        or rescaled and normalised floats when `do_rescale` / `do_normalize` are set (here or in `kwargs`).
+        or rescaled and normalised floats with `do_rescale` / `do_normalize` (this processor's settings for any left
+        out). Other video keyword arguments are accepted and play no part here.
         """
         pixels = torch.from_numpy(frames)
-        settings = {name: kwargs.get(name, getattr(self, name)) for name in ("do_rescale", "do_normalize")}
-        if not (settings["do_rescale"] or settings["do_normalize"]):
-            return pixels
-        pixels = pixels.float()
-        if settings["do_rescale"]:
-            pixels = pixels * kwargs.get("rescale_factor", self.rescale_factor)
-        if settings["do_normalize"]:
+        do_rescale = self.do_rescale if do_rescale is None else do_rescale
+        do_normalize = self.do_normalize if do_normalize is None else do_normalize
+        if do_rescale or do_normalize:
+            pixels = pixels.float()
+        if do_rescale:
+            pixels = pixels * (self.rescale_factor if rescale_factor is None else rescale_factor)
+        if do_normalize:
             mean, std = (
-                torch.tensor(kwargs.get(name, getattr(self, name)), dtype=torch.float32).reshape(-1, 1, 1)
-                for name in ("image_mean", "image_std")
+                torch.tensor(value if value is not None else default, dtype=torch.float32).reshape(-1, 1, 1)
+                for value, default in ((image_mean, self.image_mean), (image_std, self.image_std))
             )
             pixels = (pixels - mean) / std
         return pixels
@@ -278,22 +308,32 @@ class VilampVideoProcessor(BaseVideoProcessor):
         unknown = set(kwargs) - set(self.valid_kwargs.__annotations__) - {"return_tensors"}
         if unknown:
             raise ValueError(f"VilampVideoProcessor does not take {sorted(unknown)}.")
+        do_resize = kwargs.get("do_resize", self.do_resize)
+        do_convert_rgb = kwargs.get("do_convert_rgb", self.do_convert_rgb)
+        if not (do_resize and do_convert_rgb):
+            raise ValueError(
+                "ViLAMP's vision tower takes RGB frames of its own size: `do_resize` and `do_convert_rgb` cannot be "
+                "turned off."
+            )
         video_list = make_video_list(videos)
         metadata_list = make_metadata_list(kwargs.get("video_metadata"), len(video_list))
         processed = [
-            self.process_video(
-                video,
-                max_frames=kwargs.get("max_frames", self.max_frames),
-                fps=kwargs.get("fps"),
-                num_frames=kwargs.get("num_frames"),
-                do_sample_frames=kwargs.get("do_sample_frames", self.do_sample_frames),
-                video_metadata=metadata,
-                input_data_format=kwargs.get("input_data_format"),
-                show_progress=kwargs.get("show_progress", self.show_progress),
-            )
+            self.process_video_for_call(video, metadata, kwargs)
             for video, metadata in zip(video_list, metadata_list, strict=True)
         ]
-        pixel_values = [self.to_pixel_values(video.frames, **kwargs) for video in processed]
+        do_rescale = kwargs.get("do_rescale", self.do_rescale)
+        do_normalize = kwargs.get("do_normalize", self.do_normalize)
+        pixel_values = [
+            self.to_pixel_values(
+                video.frames,
+                do_rescale=do_rescale,
+                rescale_factor=kwargs.get("rescale_factor"),
+                do_normalize=do_normalize,
+                image_mean=kwargs.get("image_mean"),
+                image_std=kwargs.get("image_std"),
+            )
+            for video in processed
+        ]
         data = {"pixel_values_videos": pixel_values}
         if kwargs.get("return_metadata", self.return_metadata):
             data["video_metadata"] = [video.metadata for video in processed]

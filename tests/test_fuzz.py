@@ -276,12 +276,17 @@ SAVED_DIRECTORY_CASES = {
 }
 
 
+def tampered_copy(saved, tamper, directory):
+    """A copy of the saved directory `saved` at `directory`, changed by `tamper`."""
+    shutil.copytree(saved, directory)
+    tamper(directory)
+    return directory
+
+
 @pytest.mark.parametrize("case", list(SAVED_DIRECTORY_CASES))
 def test_saved_model_directories(tmp_path, saved_model, case):
     tamper, message = SAVED_DIRECTORY_CASES[case]
-    directory = tmp_path / "model"
-    shutil.copytree(saved_model, directory)
-    tamper(directory)
+    directory = tampered_copy(saved_model, tamper, tmp_path / "model")
     # Config fields are checked by huggingface_hub's strict dataclasses, whose errors name the field.
     with pytest.raises((OSError, ValueError, StrictDataclassError), match=message):
         AutoModelForImageTextToText.from_pretrained(directory)
@@ -308,9 +313,7 @@ PROCESSOR_DIRECTORY_CASES = {
 @pytest.mark.parametrize("case", list(PROCESSOR_DIRECTORY_CASES))
 def test_saved_processor_directories(tmp_path, saved_processor, case):
     tamper, message = PROCESSOR_DIRECTORY_CASES[case]
-    directory = tmp_path / "processor"
-    shutil.copytree(saved_processor, directory)
-    tamper(directory)
+    directory = tampered_copy(saved_processor, tamper, tmp_path / "processor")
     with pytest.raises((OSError, ValueError), match=message):
         AutoProcessor.from_pretrained(directory)
 

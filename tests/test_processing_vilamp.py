@@ -295,3 +295,28 @@ def test_processor_saved_before_the_video_processor_still_loads(heavy_fill_proce
     assert (loaded.fps, loaded.max_frames, loaded.image_size) == (2.0, 5, 54)
     batch = loaded(text=QUESTION_PROMPT.format("Q?"), videos=str(CLIP_PATH))
     assert batch["video_frame_counts"].tolist() == [5]
+
+
+def test_frames_in_memory_take_their_rate_from_video_metadata(heavy_fill_processor):
+    """Decoded frames are no longer assumed to be 1 fps: `video_metadata` says their rate."""
+    frames = numbered_frames(60, 16, 16)
+    at_25_fps = heavy_fill_processor(
+        text=QUESTION_PROMPT.format("Q?"), videos=frames, video_metadata={"fps": 25.0, "total_num_frames": 60}
+    )
+    assert at_25_fps["video_frame_counts"].tolist() == [3]  # frames 0, 25 and 50: one a second
+    assert at_25_fps["frame_timestamps"].tolist() == [0.0, 1.0, 2.0]
+    assert heavy_fill_processor(text=QUESTION_PROMPT.format("Q?"), videos=frames)["video_frame_counts"].tolist() == [
+        60
+    ]
+
+
+def test_video_processor_flags_normalise_or_refuse(heavy_fill_processor):
+    video_processor = heavy_fill_processor.video_processor
+    frames = numbered_frames(3, 20, 30)
+    as_uint8 = video_processor(frames, return_tensors="pt")["pixel_values_videos"]
+    normalised = video_processor(frames, do_rescale=True, do_normalize=True, return_tensors="pt")
+    # The values the model computes itself from uint8 frames (mean 0.5, std 0.5).
+    torch.testing.assert_close(normalised["pixel_values_videos"], (as_uint8.float() / 255 - 0.5) / 0.5)
+    for flag in ("do_resize", "do_convert_rgb"):
+        with pytest.raises(ValueError, match="cannot be turned off"):
+            video_processor(frames, **{flag: False})
