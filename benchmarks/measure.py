@@ -171,7 +171,7 @@ def measure(method: str, video: Path, size: str, device: torch.device) -> dict:
                 raise RuntimeError("the dense-matrix selection disagrees with select_keyframes")
         model.config.vision_chunk_size = num_frames if method == "vilamp-unchunked" else None
         with stage(record, "vision", device):
-            sequence = model.model.get_video_features(frames, mask, query.to(device))
+            sequence = model.model.get_video_features(frames, mask, query.to(device)).last_hidden_state
         record["visual_tokens"] = int(sequence.shape[0])
         flops_per_frame = siglip_flops_per_frame(model.config)
         record["vision_tflops_per_second"] = num_frames * flops_per_frame / record["seconds"]["vision"] / 1e12

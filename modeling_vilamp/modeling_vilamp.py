@@ -26,7 +26,7 @@ from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.cache_utils import Cache
 from transformers.generation import GenerationMixin
-from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
+from transformers.modeling_outputs import BaseModelOutputWithPast, BaseModelOutputWithPooling, CausalLMOutputWithPast
 from transformers.modeling_utils import PreTrainedModel
 from transformers.utils import auto_docstring, can_return_tuple
 from transformers.utils.deprecation import deprecate_kwarg
@@ -342,6 +342,7 @@ class VilampModel(VilampPreTrainedModel):
             )
         return video_frame_counts.to(device=keyframe_mask.device, dtype=torch.long)
 
+    @can_return_tuple
     @auto_docstring(custom_intro="Builds the visual sequence of every video (reference section 4).")
     def get_video_features(
         self,
@@ -349,11 +350,12 @@ class VilampModel(VilampPreTrainedModel):
         keyframe_mask: torch.Tensor,
         query_embeds: torch.Tensor,
         video_frame_counts: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+        **kwargs,
+    ) -> tuple | BaseModelOutputWithPooling:
         r"""
         pixel_values_videos (`torch.Tensor` of shape `(total_frames, 3, height, width)`):
-            Frames of all videos, concatenated. `uint8` frames are normalised here; floating point frames are taken
-            as already normalised.
+            Frames of all videos, concatenated. `uint8` frames are normalised here; floating point frames must be
+            normalised already.
         keyframe_mask (`torch.BoolTensor` of shape `(total_frames,)`):
             Which frames are keyframes (kept as pooled patch grids); every other frame becomes one merged token.
         query_embeds (`torch.FloatTensor` of shape `(num_videos, query_embed_dim)`):
@@ -362,7 +364,9 @@ class VilampModel(VilampPreTrainedModel):
             Frames per video; needed when the batch holds more than one video.
 
         Returns:
-            `torch.Tensor` of shape `(num_visual_tokens, hidden_size)`: the visual sequences of the videos, in order.
+            [`BaseModelOutputWithPooling`]: `last_hidden_state`, `(num_visual_tokens, hidden_size)`, the visual
+            sequences of all videos in order; `pooler_output`, the same split per video (a list), which is what
+            `generate` repeats per video for beam search and `num_return_sequences`.
         """
         video_frame_counts = self._check_video_inputs(
             pixel_values_videos, keyframe_mask, query_embeds, video_frame_counts
@@ -412,7 +416,22 @@ class VilampModel(VilampPreTrainedModel):
             context_keys[is_own_context] = self.feature_merger.context_proj(merged_features[is_own_context])
             merged = self.feature_merger(merged_features, context_keys, query_keys[plan.video_index[chunk][is_merged]])
             sequence.index_put_((rows[is_merged],), merged)
-        return sequence
+        tokens_per_video = torch.diff(plan.newline_rows + 1, prepend=plan.newline_rows.new_zeros(1))
+        return BaseModelOutputWithPooling(
+            last_hidden_state=sequence, pooler_output=list(sequence.split(tokens_per_video.tolist()))
+        )
+
+    def get_placeholder_mask(self, input_ids: torch.LongTensor | None, inputs_embeds: torch.Tensor) -> torch.Tensor:
+        """
+        Where the `<video>` placeholders are, `(batch_size, sequence_length)`: from `input_ids`, or, without them,
+        from the embeddings that equal the placeholder's own.
+        """
+        if input_ids is not None:
+            return input_ids == self.config.video_token_id
+        placeholder = self.get_input_embeddings()(
+            torch.full((), self.config.video_token_id, dtype=torch.long, device=inputs_embeds.device)
+        )
+        return (inputs_embeds == placeholder).all(-1)
 
     @can_return_tuple
     @auto_docstring
@@ -429,6 +448,7 @@ class VilampModel(VilampPreTrainedModel):
         cache: Cache | None = None,
         inputs_embeds: torch.FloatTensor | None = None,
         use_cache: bool | None = None,
+        mm_encoder_outputs: dict[str, BaseModelOutputWithPooling] | None = None,
         **kwargs,
     ) -> tuple | VilampModelOutputWithPast:
         r"""
@@ -440,34 +460,37 @@ class VilampModel(VilampPreTrainedModel):
             The frame scorer's embedding of each video's question.
         video_frame_counts (`torch.LongTensor` of shape `(num_videos,)`, *optional*):
             Frames per video when the batch holds several videos.
+        mm_encoder_outputs (`dict[str, BaseModelOutputWithPooling]`, *optional*):
+            Visual sequences computed beforehand: `{"video": get_video_features(...)}`, as `generate` passes them
+            (encoded once, then repeated per beam or returned sequence); instead of `pixel_values_videos`.
         """
         if (input_ids is None) ^ (inputs_embeds is not None):
             raise ValueError("You must specify exactly one of input_ids or inputs_embeds")
+        video_outputs = (mm_encoder_outputs or {}).get("video")
+        if pixel_values_videos is not None and video_outputs is not None:
+            raise ValueError("Pass either `pixel_values_videos` or their `mm_encoder_outputs`, not both.")
         if inputs_embeds is None:
             inputs_embeds = self.get_input_embeddings()(input_ids)
 
-        video_features = None
-        if pixel_values_videos is not None:
-            if input_ids is None:
-                raise ValueError("`pixel_values_videos` needs `input_ids` to locate the `<video>` placeholders.")
-            video_features = self.get_video_features(
+        if video_outputs is None and pixel_values_videos is not None:
+            video_outputs = self.get_video_features(
                 pixel_values_videos, keyframe_mask, query_embeds, video_frame_counts
             )
-            placeholder_mask = input_ids == self.config.video_token_id
+        video_features = None
+        # Without videos, placeholder tokens are embedded as the tokens they are, as in-library VLMs do (an assistant
+        # model's first step, text-only checks).
+        if video_outputs is not None:
+            video_features = torch.cat(list(video_outputs.pooler_output))
+            placeholder_mask = self.get_placeholder_mask(input_ids, inputs_embeds)
             num_placeholders = int(placeholder_mask.sum())
             if num_placeholders != video_features.shape[0]:
                 raise ValueError(
-                    f"`input_ids` hold {num_placeholders} `<video>` placeholder tokens but the videos' visual "
+                    f"The prompt holds {num_placeholders} `<video>` placeholder tokens but the videos' visual "
                     f"sequences have {video_features.shape[0]} tokens; expand each placeholder with VilampProcessor."
                 )
             inputs_embeds = inputs_embeds.masked_scatter(
                 placeholder_mask[..., None].to(inputs_embeds.device), video_features.to(inputs_embeds.dtype)
             )
-        elif input_ids is not None and (cache is None or cache.get_seq_length() == 0):
-            if bool((input_ids == self.config.video_token_id).any()):
-                raise ValueError(
-                    "`input_ids` hold `<video>` placeholder tokens but no `pixel_values_videos` were given."
-                )
 
         outputs = self.language_model(
             attention_mask=attention_mask,
@@ -493,6 +516,7 @@ class VilampModel(VilampPreTrainedModel):
 )
 class VilampForConditionalGeneration(VilampPreTrainedModel, GenerationMixin):
     _tied_weights_keys = {"lm_head.weight": "model.language_model.embed_tokens.weight"}
+    _tp_plan = {"lm_head": "colwise_gather_output"}
 
     def __init__(self, config: VilampConfig):
         super().__init__(config)
@@ -520,7 +544,8 @@ class VilampForConditionalGeneration(VilampPreTrainedModel, GenerationMixin):
         keyframe_mask: torch.Tensor,
         query_embeds: torch.Tensor,
         video_frame_counts: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+        **kwargs,
+    ) -> tuple | BaseModelOutputWithPooling:
         r"""
         pixel_values_videos (`torch.Tensor` of shape `(total_frames, 3, height, width)`):
             Frames of all videos, concatenated.
@@ -531,7 +556,9 @@ class VilampForConditionalGeneration(VilampPreTrainedModel, GenerationMixin):
         video_frame_counts (`torch.LongTensor` of shape `(num_videos,)`, *optional*):
             Frames per video.
         """
-        return self.model.get_video_features(pixel_values_videos, keyframe_mask, query_embeds, video_frame_counts)
+        return self.model.get_video_features(
+            pixel_values_videos, keyframe_mask, query_embeds, video_frame_counts, **kwargs
+        )
 
     @can_return_tuple
     @auto_docstring
@@ -549,6 +576,7 @@ class VilampForConditionalGeneration(VilampPreTrainedModel, GenerationMixin):
         inputs_embeds: torch.FloatTensor | None = None,
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
+        mm_encoder_outputs: dict[str, BaseModelOutputWithPooling] | None = None,
         logits_to_keep: int | torch.Tensor = 0,
         keyframe_indices: torch.LongTensor | None = None,
         frame_timestamps: torch.Tensor | None = None,
@@ -564,6 +592,8 @@ class VilampForConditionalGeneration(VilampPreTrainedModel, GenerationMixin):
             The frame scorer's embedding of each video's question.
         video_frame_counts (`torch.LongTensor` of shape `(num_videos,)`, *optional*):
             Frames per video when the batch holds several videos.
+        mm_encoder_outputs (`dict[str, BaseModelOutputWithPooling]`, *optional*):
+            Visual sequences computed beforehand (`{"video": get_video_features(...)}`), instead of the frames.
         labels (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
             Target token ids for the language modeling loss; -100 is ignored. Placeholder positions should be -100.
         keyframe_indices (`torch.LongTensor`, *optional*):
@@ -584,6 +614,7 @@ class VilampForConditionalGeneration(VilampPreTrainedModel, GenerationMixin):
             cache=cache,
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
+            mm_encoder_outputs=mm_encoder_outputs,
             **kwargs,
         )
         hidden_states = outputs.last_hidden_state

@@ -4,6 +4,7 @@ import math
 import os
 import textwrap
 
+import numpy as np
 import pytest
 import torch
 from torch.nn import functional as F
@@ -16,8 +17,11 @@ from transformers import (
 )
 
 from conftest import (
+    CLIP_PATH,
     FIXTURE_VIDEO_TOKEN_ID,
     fixture_model,
+    fixture_processor,
+    load_fixture,
     run_without_project,
     tiny_config,
     tiny_model,
@@ -151,7 +155,7 @@ def test_dfm_tokens_follow_reference_formula(rule):
     keyframes = [2, 5]
     query = torch.randn(1, 16)
     with torch.no_grad():
-        sequence = model.get_video_features(frames, mask_from(keyframes, 8), query)
+        sequence = model.get_video_features(frames, mask_from(keyframes, 8), query).last_hidden_state
         features = model.model._encode_frames(frames)  # every frame's 729 projected patches, unchunked
         merger = model.model.feature_merger
         context_of = {"released": {3: 0, 4: 0, 6: 1, 7: 1}, "preceding_keyframe": {3: 2, 4: 2, 6: 5, 7: 5}}[rule]
@@ -194,7 +198,7 @@ def test_visual_token_count(num_frames, keyframes):
     with torch.no_grad():
         sequence = model.get_video_features(
             random_video(num_frames), mask_from(keyframes, num_frames), torch.randn(1, 16)
-        )
+        ).last_hidden_state
     k = len(keyframes)
     assert sequence.shape[0] == 196 * k + (num_frames - k) + 1 == model.num_visual_tokens(num_frames, k)
 
@@ -211,7 +215,7 @@ def test_chunked_encoding_equals_unchunked(chunk_size):
     with torch.no_grad():
         whole = tiny_model(seed=7, vision_chunk_size=10).get_video_features(frames, mask, query)
         chunked = tiny_model(seed=7, vision_chunk_size=chunk_size).get_video_features(frames, mask, query)
-    torch.testing.assert_close(chunked, whole, atol=1e-5, rtol=0)
+    torch.testing.assert_close(chunked.last_hidden_state, whole.last_hidden_state, atol=1e-5, rtol=0)
 
 
 def test_float_frames_equal_uint8_frames():
@@ -220,7 +224,8 @@ def test_float_frames_equal_uint8_frames():
     normalised = (frames.float() / 255 - 0.5) / 0.5
     with torch.no_grad():
         torch.testing.assert_close(
-            model.get_video_features(frames, mask, query), model.get_video_features(normalised, mask, query)
+            model.get_video_features(frames, mask, query).last_hidden_state,
+            model.get_video_features(normalised, mask, query).last_hidden_state,
         )
 
 
@@ -331,10 +336,14 @@ def test_bad_inputs_raise_value_error(change, message):
         model(**inputs)
 
 
-def test_placeholders_without_video_raise():
+def test_placeholders_without_video_are_embedded_as_text():
+    """As in-library VLMs do: an assistant model's first step and text-only checks pass placeholders alone."""
     model = tiny_model(seed=15)
-    with pytest.raises(ValueError, match="no `pixel_values_videos`"):
-        model(input_ids=prompt_ids(3))
+    ids = prompt_ids(3)
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits
+        expected = model.lm_head(model.model.language_model(input_ids=ids).last_hidden_state)
+    torch.testing.assert_close(logits, expected)
 
 
 # --- registration, saving and loading ---------------------------------------------------------------------------
@@ -411,3 +420,97 @@ def test_gradients_do_not_depend_on_the_vision_chunk_size():
     assert chunked.keys() == whole.keys() and "model.feature_merger.temperature" in chunked
     for name in whole:
         torch.testing.assert_close(chunked[name], whole[name], rtol=1e-5, atol=1e-6, msg=name)
+
+
+# --- generate() options and transformers' multimodal contract ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def two_real_videos():
+    """The bundled clip (6 sampled frames) and a 12-frame clip of its frames played back, prompts padded left."""
+    from vilamp.processing.video_decoding import open_video
+
+    source = open_video(CLIP_PATH)
+    frames = np.concatenate(list(source.iter_chunks(np.arange(0, 132, 11), chunk_size=12)))[::-1].copy()
+    processor = fixture_processor(load_fixture("heavy-fill"), num_keyframes=3)
+    processor.tokenizer.padding_side = "left"
+    prompts = [
+        "<|im_start|>user\n<video>\nWhat is the rabbit doing?<|im_end|>\n<|im_start|>assistant\n",
+        "<|im_start|>user\n<video>\nWhere?<|im_end|>\n<|im_start|>assistant\n",
+    ]
+    videos = [str(CLIP_PATH), frames]
+    batch = processor(text=prompts, videos=videos)
+    singles = [processor(text=prompt, videos=video) for prompt, video in zip(prompts, videos, strict=True)]
+    assert batch["video_frame_counts"].tolist() == [6, 12]
+    return batch, singles
+
+
+def test_beam_search_sees_each_prompts_own_video(two_real_videos):
+    """Beams and returned sequences of each prompt start from that prompt's own video, frames in order."""
+    batch, singles = two_real_videos
+    model = tiny_model(seed=31, num_keyframes=3)
+    with torch.no_grad():
+        out = model.generate(
+            **batch,
+            num_beams=2,
+            num_return_sequences=2,
+            max_new_tokens=2,
+            do_sample=False,
+            output_scores=True,
+            return_dict_in_generate=True,
+            pad_token_id=0,
+        )
+        expected = [torch.log_softmax(model(**single).logits[0, -1], -1) for single in singles]
+    first_step = out.scores[0].view(2, 2, -1)  # (prompt, beam, vocab); the first step only has beam 0 alive
+    for prompt in range(2):
+        torch.testing.assert_close(first_step[prompt, 0], expected[prompt], atol=1e-4, rtol=0)
+    assert out.sequences.shape[0] == 4
+
+
+def test_assisted_decoding_equals_greedy(two_real_videos):
+    _, singles = two_real_videos
+    model, assistant = tiny_model(seed=32, num_keyframes=3), tiny_model(seed=33, num_keyframes=3)
+    with torch.no_grad():
+        greedy = model.generate(**singles[0], max_new_tokens=6, do_sample=False, pad_token_id=0)
+        assisted = model.generate(
+            **singles[0], max_new_tokens=6, do_sample=False, pad_token_id=0, assistant_model=assistant
+        )
+    assert torch.equal(assisted, greedy)
+
+
+def test_video_with_inputs_embeds_equals_video_with_input_ids(two_real_videos):
+    _, singles = two_real_videos
+    model = tiny_model(seed=34, num_keyframes=3)
+    inputs = dict(singles[1])
+    input_ids = inputs.pop("input_ids")
+    with torch.no_grad():
+        from_ids = model(input_ids=input_ids, **inputs).logits
+        from_embeds = model(inputs_embeds=model.get_input_embeddings()(input_ids), **inputs).logits
+    torch.testing.assert_close(from_embeds, from_ids)
+
+
+def test_get_video_features_returns_transformers_output(two_real_videos):
+    batch, _ = two_real_videos
+    model = tiny_model(seed=35, num_keyframes=3)
+    video_inputs = {key: batch[key] for key in ("pixel_values_videos", "keyframe_mask", "query_embeds")}
+    with torch.no_grad():
+        output = model.get_video_features(**video_inputs, video_frame_counts=batch["video_frame_counts"])
+        as_tuple = model.get_video_features(
+            **video_inputs, video_frame_counts=batch["video_frame_counts"], return_dict=False
+        )
+    per_video = [196 * 3 + 3 + 1, 196 * 3 + 9 + 1]
+    assert [len(sequence) for sequence in output.pooler_output] == per_video
+    assert output.last_hidden_state.shape == (sum(per_video), 64)
+    torch.testing.assert_close(torch.cat(output.pooler_output), output.last_hidden_state)
+    torch.testing.assert_close(as_tuple[0], output.last_hidden_state)
+    with torch.no_grad():
+        text = {key: batch[key] for key in ("input_ids", "attention_mask")}
+        from_features = model(**text, mm_encoder_outputs={"video": output}).logits
+        from_frames = model(**batch).logits
+    torch.testing.assert_close(from_features, from_frames)
+
+
+def test_tensor_parallel_plan_shards_the_head_as_qwen2_does():
+    from transformers import Qwen2ForCausalLM
+
+    assert VilampForConditionalGeneration._tp_plan == Qwen2ForCausalLM._tp_plan == {"lm_head": "colwise_gather_output"}
