@@ -514,3 +514,16 @@ def test_tensor_parallel_plan_shards_the_head_as_qwen2_does():
     from transformers import Qwen2ForCausalLM
 
     assert VilampForConditionalGeneration._tp_plan == Qwen2ForCausalLM._tp_plan == {"lm_head": "colwise_gather_output"}
+
+
+def test_eager_and_sdpa_attention_agree_on_the_visual_path(two_real_videos):
+    batch, _ = two_real_videos
+    logits = {}
+    for implementation in ("eager", "sdpa"):
+        model = tiny_model(seed=36, num_keyframes=3, attn_implementation=implementation)
+        assert model.config._attn_implementation == implementation
+        with torch.no_grad():
+            logits[implementation] = model(**batch).logits
+    # Left padding's positions attend to nothing, and the two implementations fill them differently: compare the rest.
+    real = batch["attention_mask"].bool()
+    torch.testing.assert_close(logits["sdpa"][real], logits["eager"][real], atol=1e-5, rtol=1e-4)
