@@ -176,6 +176,13 @@ def plan_visual_sequence(
     )
 
 
+def concat_chunk_outputs(chunks: list[tuple[torch.Tensor, ...] | None]) -> tuple[torch.Tensor, ...] | None:
+    """Joins the vision tower's per-layer outputs of successive frame chunks into one tensor per layer."""
+    if chunks[0] is None:
+        return None
+    return tuple(torch.cat(layer) for layer in zip(*chunks, strict=True))
+
+
 @auto_docstring
 class VilampPreTrainedModel(PreTrainedModel):
     config: VilampConfig
@@ -188,6 +195,9 @@ class VilampPreTrainedModel(PreTrainedModel):
     _supports_sdpa = True
     _supports_flex_attn = True
     _supports_attention_backend = True
+    # The decoding steps after the prefill, the part generate compiles, are the language model's alone and trace as
+    # one graph. The prefill's visual-sequence plan reads tensor values (token counts) and runs eagerly.
+    _can_compile_fullgraph = True
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
@@ -250,10 +260,13 @@ class VilampModel(VilampPreTrainedModel):
         std = torch.tensor(self.config.pixel_std, device=frames.device, dtype=torch.float32)[:, None, None]
         return ((frames.float() / 255.0 - mean) / std).to(dtype)
 
-    def _encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
-        """Projector outputs `(frames, patches, hidden)` of the tower's last layer, before post-layernorm."""
-        hidden_states = self.vision_tower(self._normalize_frames(frames)).last_hidden_state
-        return self.multi_modal_projector(hidden_states)
+    def _encode_frames(self, frames: torch.Tensor, **kwargs) -> tuple[torch.Tensor, BaseModelOutputWithPooling]:
+        """
+        Projector outputs `(frames, patches, hidden)` of the tower's last layer, before post-layernorm, and the
+        tower's own outputs (hidden states and attentions when asked for).
+        """
+        tower_outputs = self.vision_tower(self._normalize_frames(frames), **kwargs)
+        return self.multi_modal_projector(tower_outputs.last_hidden_state), tower_outputs
 
     def _pool_keyframes(self, patch_features: torch.Tensor) -> torch.Tensor:
         num_frames, _, hidden_size = patch_features.shape
@@ -366,7 +379,10 @@ class VilampModel(VilampPreTrainedModel):
         Returns:
             [`BaseModelOutputWithPooling`]: `last_hidden_state`, `(num_visual_tokens, hidden_size)`, the visual
             sequences of all videos in order; `pooler_output`, the same split per video (a list), which is what
-            `generate` repeats per video for beam search and `num_return_sequences`.
+            `generate` repeats per video for beam search and `num_return_sequences`. With `output_hidden_states` or
+            `output_attentions` (arguments or vision config), also the vision tower's `hidden_states` and
+            `attentions`, one tensor per layer over all frames, `(total_frames, patches, ...)`: asked for, they hold
+            every frame's activations, which the visual sequence alone never does.
         """
         video_frame_counts = self._check_video_inputs(
             pixel_values_videos, keyframe_mask, query_embeds, video_frame_counts
@@ -392,9 +408,12 @@ class VilampModel(VilampPreTrainedModel):
         keyframe_offsets = torch.arange(self.tokens_per_keyframe, device=device)
 
         chunk_size = self._chunk_size(device)
+        chunk_hidden_states, chunk_attentions = [], []
         for start in range(0, pixel_values_videos.shape[0], chunk_size):
             chunk = slice(start, start + chunk_size)
-            patch_features = self._encode_frames(pixel_values_videos[chunk].to(device))
+            patch_features, tower_outputs = self._encode_frames(pixel_values_videos[chunk].to(device), **kwargs)
+            chunk_hidden_states.append(tower_outputs.hidden_states)
+            chunk_attentions.append(tower_outputs.attentions)
             is_key, rows, slots = keyframe_mask[chunk], plan.row_start[chunk], plan.context_slot[chunk]
 
             keyframe_rows = (rows[is_key][:, None] + keyframe_offsets).flatten()
@@ -418,7 +437,10 @@ class VilampModel(VilampPreTrainedModel):
             sequence.index_put_((rows[is_merged],), merged)
         tokens_per_video = torch.diff(plan.newline_rows + 1, prepend=plan.newline_rows.new_zeros(1))
         return BaseModelOutputWithPooling(
-            last_hidden_state=sequence, pooler_output=list(sequence.split(tokens_per_video.tolist()))
+            last_hidden_state=sequence,
+            pooler_output=list(sequence.split(tokens_per_video.tolist())),
+            hidden_states=concat_chunk_outputs(chunk_hidden_states),
+            attentions=concat_chunk_outputs(chunk_attentions),
         )
 
     def get_placeholder_mask(self, input_ids: torch.LongTensor | None, inputs_embeds: torch.Tensor) -> torch.Tensor:
@@ -611,10 +633,10 @@ class VilampForConditionalGeneration(VilampPreTrainedModel, GenerationMixin):
             video_frame_counts=video_frame_counts,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            cache=cache,
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
             mm_encoder_outputs=mm_encoder_outputs,
+            cache=cache,
             **kwargs,
         )
         hidden_states = outputs.last_hidden_state

@@ -14,6 +14,7 @@ from transformers import (
     AutoModelForImageTextToText,
     LlavaOnevisionConfig,
     LlavaOnevisionForConditionalGeneration,
+    StaticCache,
 )
 
 from conftest import (
@@ -156,7 +157,7 @@ def test_dfm_tokens_follow_reference_formula(rule):
     query = torch.randn(1, 16)
     with torch.no_grad():
         sequence = model.get_video_features(frames, mask_from(keyframes, 8), query).last_hidden_state
-        features = model.model._encode_frames(frames)  # every frame's 729 projected patches, unchunked
+        features, _ = model.model._encode_frames(frames)  # every frame's 729 projected patches, unchunked
         merger = model.model.feature_merger
         context_of = {"released": {3: 0, 4: 0, 6: 1, 7: 1}, "preceding_keyframe": {3: 2, 4: 2, 6: 5, 7: 5}}[rule]
         context_of.update({0: 0, 1: 1})
@@ -244,6 +245,42 @@ def test_generate_with_cache_equals_without():
     cached = model.generate(**inputs, max_new_tokens=6, do_sample=False, use_cache=True, pad_token_id=0)
     uncached = model.generate(**inputs, max_new_tokens=6, do_sample=False, use_cache=False, pad_token_id=0)
     assert cached.tolist() == uncached.tolist()
+
+
+def test_static_cache_decoding_compiles_without_graph_breaks():
+    """
+    After the prefill, each decoding step compiles as one graph (`fullgraph=True` raises on a graph break) and gives
+    the eager logits; generate with a static cache gives the dynamic cache's tokens. `_can_compile_fullgraph` says so.
+    """
+    model = tiny_model(seed=10)
+    frames, mask = random_video(6), mask_from([2, 3], 6)
+    input_ids = prompt_ids(model.num_visual_tokens(6, 2))
+    inputs = {"pixel_values_videos": frames, "keyframe_mask": mask, "query_embeds": torch.randn(1, 16)}
+    dynamic = model.generate(input_ids=input_ids, **inputs, max_new_tokens=4, do_sample=False, pad_token_id=0)
+    static = model.generate(
+        input_ids=input_ids, **inputs, max_new_tokens=4, do_sample=False, pad_token_id=0, cache_implementation="static"
+    )
+    assert static.tolist() == dynamic.tolist()
+    assert VilampForConditionalGeneration._can_compile_fullgraph
+
+    length = input_ids.shape[1]
+    caches = [StaticCache(config=model.config, max_cache_len=length + 3) for _ in range(2)]
+    # Dynamo's tracing is what finds graph breaks; the "eager" backend skips code generation, which is slow on CPU.
+    steps = [model.forward, torch.compile(model.forward, fullgraph=True, backend="eager")]
+    with torch.no_grad():
+        for cache in caches:
+            model(input_ids=input_ids, **inputs, cache=cache, use_cache=True)
+        for position, token in enumerate(dynamic[0, length : length + 3].tolist(), start=length):
+            step_inputs = {
+                "input_ids": torch.tensor([[token]]),
+                "cache_position": torch.tensor([position]),
+                "position_ids": torch.tensor([[position]]),
+                "use_cache": True,
+            }
+            eager, compiled = (
+                step(**step_inputs, cache=cache).logits for step, cache in zip(steps, caches, strict=True)
+            )
+            torch.testing.assert_close(compiled, eager)
 
 
 def test_batch_of_two_videos_equals_each_alone():
@@ -508,6 +545,32 @@ def test_get_video_features_returns_transformers_output(two_real_videos):
         from_features = model(**text, mm_encoder_outputs={"video": output}).logits
         from_frames = model(**batch).logits
     torch.testing.assert_close(from_features, from_frames)
+
+
+def test_get_video_features_returns_the_towers_states_and_attentions_on_request(two_real_videos):
+    """Asked for, hidden states and attentions cover every frame across vision chunks, as one tower call gives them."""
+    batch, _ = two_real_videos
+    model = tiny_model(seed=37, num_keyframes=3, vision_chunk_size=5, attn_implementation="eager")
+    frames = batch["pixel_values_videos"]
+    video_inputs = {key: batch[key] for key in ("pixel_values_videos", "keyframe_mask", "query_embeds")}
+    with torch.no_grad():
+        plain = model.get_video_features(**video_inputs, video_frame_counts=batch["video_frame_counts"])
+        output = model.get_video_features(
+            **video_inputs,
+            video_frame_counts=batch["video_frame_counts"],
+            output_hidden_states=True,
+            output_attentions=True,
+        )
+        normalized = (frames.float() / 255 - 0.5) / 0.5
+        whole = model.model.vision_tower(normalized, output_hidden_states=True, output_attentions=True)
+    assert plain.hidden_states is None and plain.attentions is None
+    torch.testing.assert_close(output.last_hidden_state, plain.last_hidden_state)
+    assert len(output.hidden_states) == 3 and len(output.attentions) == 2  # embeddings + 2 layers
+    for mine, expected in zip(
+        output.hidden_states + output.attentions, whole.hidden_states + whole.attentions, strict=True
+    ):
+        assert mine.shape[0] == frames.shape[0] == 18
+        torch.testing.assert_close(mine, expected, atol=1e-5, rtol=1e-5)
 
 
 def test_tensor_parallel_plan_shards_the_head_as_qwen2_does():

@@ -2,10 +2,17 @@
 transformers' own common tests (`ProcessorTesterMixin`, `VideoProcessingTestMixin`, `ModelTesterMixin`, ...), from the
 source distribution of the installed transformers release. They are not in its wheel and are not copied here: the
 first use downloads the release's sdist from PyPI (about 11 MB, once) and keeps its top-level `tests/*.py` in
-`.cache/` at the project root.
+`.cache/` at the project root, as the package `transformers_tests` (their relative imports need one).
+
+The sdist ships only the top-level files. `test_modeling_common.py` imports two mixins from subfolders that are not in
+it: `ExportTesterMixin` (torch.export checks, which ModelTesterMixin inherits) and `GenerationTesterMixin`. They are
+stood in by empty classes, so the export and generation suites do not run from here; generation is tested in
+test_modeling_vilamp.py. Set `TRANSFORMERS_TESTS_DIR` to a transformers checkout's `tests/` folder of the same
+release to run the complete mixins instead.
 """
 
 import importlib
+import os
 import subprocess
 import sys
 import tarfile
@@ -19,14 +26,21 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # The mixins import this helper from transformers' repository (not shipped in the sdist) to map test-fixture URLs on
 # the Hub to local copies in transformers' own CI. Here the URLs stay URLs; tests that need them cannot run offline.
 HUB_FIXTURES_STANDIN = "def url_to_local_path(url, **kwargs):\n    return url\n"
+MISSING_FROM_SDIST = {
+    "exporters/test_export.py": "class ExportTesterMixin:\n    pass\n",
+    "generation/test_utils.py": "class GenerationTesterMixin:\n    pass\n",
+}
+PACKAGE = "transformers_tests"
 
 
 def transformers_tests_dir() -> Path:
-    """The directory holding the installed release's `tests/*.py`, downloaded on first use."""
+    """The package folder holding the installed release's `tests/*.py`, downloaded on first use."""
+    if os.environ.get("TRANSFORMERS_TESTS_DIR"):
+        return Path(os.environ["TRANSFORMERS_TESTS_DIR"]).resolve()
     version = transformers.__version__
     root = PROJECT_ROOT / ".cache" / f"transformers-{version}"
-    tests = root / "tests"
-    if not (tests / "test_processing_common.py").is_file():
+    tests = root / PACKAGE
+    if not (tests / "test_modeling_common.py").is_file():
         with tempfile.TemporaryDirectory() as download:
             subprocess.run(
                 [sys.executable, "-m", "pip", "download", f"transformers=={version}", "--no-binary", ":all:"]
@@ -37,8 +51,12 @@ def transformers_tests_dir() -> Path:
                 prefix = f"transformers-{version}/tests/"
                 members = [m for m in archive.getmembers() if m.name.startswith(prefix) and m.name.count("/") == 2]
                 for member in members:
-                    member.name = member.name[len(f"transformers-{version}/") :]
+                    member.name = f"{PACKAGE}/{member.name[len(prefix) :]}"
                 archive.extractall(root, members=members, filter="data")
+        for relative, text in {"__init__.py": "", **MISSING_FROM_SDIST}.items():
+            (tests / relative).parent.mkdir(exist_ok=True)
+            (tests / relative).parent.joinpath("__init__.py").touch()
+            (tests / relative).write_text(text)
         (root / "utils").mkdir(exist_ok=True)
         (root / "utils" / "fetch_hub_objects_for_ci.py").write_text(HUB_FIXTURES_STANDIN)
     return tests
@@ -46,7 +64,7 @@ def transformers_tests_dir() -> Path:
 
 def import_common_tests(module: str):
     """Imports one of transformers' common test modules, e.g. `test_processing_common`."""
-    tests = str(transformers_tests_dir())
-    if tests not in sys.path:
-        sys.path.insert(0, tests)
-    return importlib.import_module(module)
+    tests = transformers_tests_dir()
+    if str(tests.parent) not in sys.path:
+        sys.path.insert(0, str(tests.parent))
+    return importlib.import_module(f"{tests.name}.{module}")
