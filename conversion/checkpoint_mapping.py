@@ -131,13 +131,25 @@ def convert_frame_scorer_state_dict(clip_state_dict: dict[str, torch.Tensor]) ->
     return converted
 
 
+# The original's DFM temperature is a 0-dim parameter; the model keeps it with one dimension (FSDP2 and DeepSpeed
+# shard every parameter along its first).
+SCALARS_KEPT_AS_VECTORS = {"model.feature_merger.temperature"}
+
+
+def to_model_layout(target: str, tensor: torch.Tensor) -> torch.Tensor:
+    """An original tensor, routed to the model's `target`, in that parameter's shape."""
+    return tensor.reshape(1) if target in SCALARS_KEPT_AS_VECTORS and tensor.ndim == 0 else tensor
+
+
 def split_original_state_dict(
     tensors: Iterable[tuple[str, torch.Tensor]],
 ) -> Iterator[tuple[str, str, torch.Tensor]]:
     """Yields `(destination, key, tensor)` for every original tensor that is kept, in the order given."""
     for key, tensor in tensors:
         destination, target = route_original_key(key)
-        if destination != "dropped":
+        if destination == "model":
+            yield destination, target, to_model_layout(target, tensor)
+        elif destination != "dropped":
             yield destination, target, tensor
 
 

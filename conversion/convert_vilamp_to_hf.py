@@ -41,6 +41,7 @@ from .checkpoint_mapping import (
     frame_scorer_config,
     is_position_ids,
     route_original_key,
+    to_model_layout,
 )
 from .model_card import render_model_card
 from .original_checkpoint import (
@@ -139,7 +140,7 @@ def convert_weights(
             elif destination == "dropped":
                 dropped.setdefault(target, []).append(key)
             elif destination == "model":
-                writer.add(target, convert_model_tensor(key, tensor, target, expected, dtype))
+                writer.add(target, convert_model_tensor(key, to_model_layout(target, tensor), target, expected, dtype))
                 written.add(target)
         except (KeyError, ValueError) as error:
             raise ConversionError(error.args[0]) from None

@@ -77,6 +77,8 @@ class VilampConfig(PreTrainedConfig):
     """
 
     model_type = "vilamp"
+    # `Trainer.predict` / `evaluate` keep only the logits: not the cache, nor the videos' visual sequences.
+    keys_to_ignore_at_inference = ["cache", "video_features"]
     sub_configs_defaults = {
         "vision_config": SubConfigSpec(
             config_class=AutoConfig,

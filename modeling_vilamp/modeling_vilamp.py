@@ -21,10 +21,13 @@ import torch
 from safetensors import SafetensorError
 from torch import nn
 from torch.nn import functional as F
+from torch.utils.checkpoint import checkpoint
 from transformers import AutoModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.cache_utils import Cache
+from transformers.conversion_mapping import register_checkpoint_conversion_mapping
+from transformers.core_model_loading import ConversionOps, WeightConverter
 from transformers.generation import GenerationMixin
 from transformers.modeling_outputs import BaseModelOutputWithPast, BaseModelOutputWithPooling, CausalLMOutputWithPast
 from transformers.modeling_utils import PreTrainedModel
@@ -35,10 +38,10 @@ from .configuration_vilamp import VilampConfig
 
 
 # Inputs that only the prefill step consumes; decoding steps reuse the KV cache instead.
-VIDEO_INPUTS = ("pixel_values_videos", "keyframe_mask", "query_embeds", "video_frame_counts")
-# What VilampProcessor returns for people (which frames, when, how relevant); the model takes and ignores them so
-# that `model.generate(**processor(...))` works.
-PROCESSOR_DETAILS = ("keyframe_indices", "frame_timestamps", "frame_relevance")
+VIDEO_INPUTS = ("pixel_values_videos", "keyframe_mask", "query_embeds", "video_frame_counts", "frame_relevance")
+# What VilampProcessor returns for people (which frames, and when); the model takes and ignores them so that
+# `model.generate(**processor(...))` works.
+PROCESSOR_DETAILS = ("keyframe_indices", "frame_timestamps")
 
 
 @auto_docstring(custom_intro="Output of [`VilampModel`].")
@@ -97,7 +100,8 @@ class VilampDifferentialFeatureMerger(nn.Module):
         self.patch_context_proj = nn.Linear(hidden_size, hidden_size)
         self.query_proj = nn.Linear(config.query_embed_dim, hidden_size)
         self.context_proj = nn.Linear(hidden_size, hidden_size)
-        self.temperature = nn.Parameter(torch.empty(()))
+        # One dimension, not a scalar: FSDP2 and DeepSpeed shard every parameter along its first dimension.
+        self.temperature = nn.Parameter(torch.empty(1))
 
     def forward(
         self, patch_features: torch.Tensor, context_keys: torch.Tensor, query_keys: torch.Tensor
@@ -128,6 +132,7 @@ class VisualSequencePlan:
     context_slot: torch.Tensor  # (num_frames,) slot of a frame in the context cache, -1 if nobody's context
     num_context_slots: int
     num_rows: int
+    tokens_per_keyframe: int
 
 
 def plan_visual_sequence(
@@ -173,7 +178,64 @@ def plan_visual_sequence(
         context_slot=context_slot,
         num_context_slots=int(is_context.sum()),
         num_rows=int(tokens_per_frame.sum()) + video_frame_counts.shape[0],
+        tokens_per_keyframe=tokens_per_keyframe,
     )
+
+
+@dataclass
+class ChunkPlan:
+    """Where one chunk of frames reads and writes: the index plumbing of `VilampModel._chunk_tokens`."""
+
+    is_key: torch.Tensor  # (n,) keyframes of the chunk
+    keyframe_rows: torch.Tensor  # sequence rows of the keyframes' pooled tokens, flattened in order
+    merged_rows: torch.Tensor  # (m,) sequence row of each merged frame's token
+    merged_videos: torch.Tensor  # (m,) video of each merged frame, for its query
+    is_local_context: torch.Tensor  # (n,) frames whose context keys the chunk computes (for later chunks or itself)
+    local_context_slots: torch.Tensor  # context-cache slot of each of those, -1 for frames only their own context
+    cached_context_slots: torch.Tensor  # the cache slots the chunk reads, each once
+    merged_cached_row: torch.Tensor  # (m,) row of `cached_context_slots` holding each merged frame's context keys
+    merged_local: torch.Tensor  # (m,) merged frames whose context frame is in the chunk
+    merged_local_index: torch.Tensor  # position of those context frames among the chunk's local ones
+
+
+def plan_chunk(plan: VisualSequencePlan, keyframe_mask: torch.Tensor, start: int, stop: int) -> ChunkPlan:
+    """The `ChunkPlan` of frames `start:stop` of the batch (a context frame never comes after the frames it serves)."""
+    chunk = slice(start, stop)
+    is_key, slots, context_index = keyframe_mask[chunk], plan.context_slot[chunk], plan.context_index[chunk]
+    is_merged = ~is_key
+    frame_index = torch.arange(start, stop, device=keyframe_mask.device)
+    is_local = (slots >= 0) | (is_merged & (context_index == frame_index))
+    local_position = torch.cumsum(is_local.long(), 0) - 1
+    merged_context = context_index[is_merged]
+    merged_local = merged_context >= start
+    # Frames whose context is in the chunk read the spare slot -1 (its keys are computed here); the others read
+    # their context frame's slot, filled by an earlier chunk.
+    merged_slots = torch.where(merged_local, -1, plan.context_slot[merged_context])
+    cached_context_slots, merged_cached_row = torch.unique(merged_slots, return_inverse=True)
+    keyframe_offsets = torch.arange(plan.tokens_per_keyframe, device=keyframe_mask.device)
+    return ChunkPlan(
+        is_key=is_key,
+        keyframe_rows=(plan.row_start[chunk][is_key][:, None] + keyframe_offsets).flatten(),
+        merged_rows=plan.row_start[chunk][is_merged],
+        merged_videos=plan.video_index[chunk][is_merged],
+        is_local_context=is_local,
+        local_context_slots=slots[is_local],
+        cached_context_slots=cached_context_slots,
+        merged_cached_row=merged_cached_row,
+        merged_local=merged_local,
+        merged_local_index=local_position[merged_context[merged_local] - start],
+    )
+
+
+def straight_through_scales(frame_relevance: torch.Tensor, video_frame_counts: torch.Tensor) -> torch.Tensor:
+    """
+    `1 - p.detach() + p`, `p` the softmax of the relevance over each video's frames (reference section 6): a factor
+    of 1 on every frame's pixels through which gradients reach the frame scorer.
+    """
+    # float32, so that the factor stays 1 when cast to the frames' dtype; bf16's 1 - p would round to 0.996.
+    relevance = frame_relevance.float().split(video_frame_counts.tolist())
+    p = torch.cat([torch.softmax(video_relevance, dim=0) for video_relevance in relevance])
+    return 1 - p.detach() + p
 
 
 def concat_chunk_outputs(chunks: list[tuple[torch.Tensor, ...] | None]) -> tuple[torch.Tensor, ...] | None:
@@ -181,6 +243,35 @@ def concat_chunk_outputs(chunks: list[tuple[torch.Tensor, ...] | None]) -> tuple
     if chunks[0] is None:
         return None
     return tuple(torch.cat(layer) for layer in zip(*chunks, strict=True))
+
+
+class TemperatureAsVector(ConversionOps):
+    """Loads the feature merger's temperature saved as a 0-dim tensor (by earlier versions) with its shape, `(1,)`."""
+
+    @torch.no_grad
+    def convert(
+        self, input_dict: dict[str, torch.Tensor], source_patterns: list[str], target_patterns: list[str], **kwargs
+    ) -> dict[str, torch.Tensor]:
+        tensors = next(iter(input_dict.values()))
+        tensor = tensors[0] if isinstance(tensors, list) else tensors
+        return {target_patterns[0]: tensor.reshape(1)}
+
+    @property
+    def reverse_op(self) -> ConversionOps:
+        return TemperatureAsVector()
+
+
+register_checkpoint_conversion_mapping(
+    "vilamp",
+    [
+        WeightConverter(
+            source_patterns="feature_merger.temperature",
+            target_patterns="feature_merger.temperature",
+            operations=[TemperatureAsVector()],
+        )
+    ],
+    overwrite=True,
+)
 
 
 @auto_docstring
@@ -240,6 +331,7 @@ class VilampModel(VilampPreTrainedModel):
         self.patches_per_side = patches_per_side
         self.pooled_side = pooled_side
         self.tokens_per_keyframe = pooled_side * pooled_side
+        self.gradient_checkpointing = False
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Module:
@@ -260,13 +352,46 @@ class VilampModel(VilampPreTrainedModel):
         std = torch.tensor(self.config.pixel_std, device=frames.device, dtype=torch.float32)[:, None, None]
         return ((frames.float() / 255.0 - mean) / std).to(dtype)
 
-    def _encode_frames(self, frames: torch.Tensor, **kwargs) -> tuple[torch.Tensor, BaseModelOutputWithPooling]:
+    def _encode_frames(
+        self, frames: torch.Tensor, scales: torch.Tensor | None = None, **kwargs
+    ) -> tuple[torch.Tensor, BaseModelOutputWithPooling]:
         """
         Projector outputs `(frames, patches, hidden)` of the tower's last layer, before post-layernorm, and the
-        tower's own outputs (hidden states and attentions when asked for).
+        tower's own outputs (hidden states and attentions when asked for). `scales` multiply each frame's
+        normalised pixels (the straight-through factors).
         """
-        tower_outputs = self.vision_tower(self._normalize_frames(frames), **kwargs)
+        pixels = self._normalize_frames(frames)
+        if scales is not None:
+            pixels = pixels * scales.to(pixels.dtype)[:, None, None, None]
+        tower_outputs = self.vision_tower(pixels, **kwargs)
         return self.multi_modal_projector(tower_outputs.last_hidden_state), tower_outputs
+
+    def _chunk_tokens(
+        self,
+        frames: torch.Tensor,
+        scales: torch.Tensor | None,
+        chunk: ChunkPlan,
+        cached_context_keys: torch.Tensor,
+        query_keys: torch.Tensor,
+        **kwargs,
+    ) -> tuple[torch.Tensor, ...]:
+        """
+        One chunk of frames through the tower, projector and feature merging: the keyframes' pooled tokens, the
+        context keys the chunk computes, the merged frames' tokens, and the tower's hidden states and attentions.
+        It writes nothing, so that activation checkpointing can run it again in the backward pass.
+        """
+        patch_features, tower_outputs = self._encode_frames(frames, scales, **kwargs)
+        keyframe_tokens = self._pool_keyframes(patch_features[chunk.is_key]).flatten(0, 1)
+        local_keys = self.feature_merger.context_proj(patch_features[chunk.is_local_context])
+        # Context frames of earlier chunks come from the cache; those of this chunk (and frames before a video's
+        # first keyframe, their own context) from the keys just computed.
+        context_keys = cached_context_keys[chunk.merged_cached_row].index_put(
+            (chunk.merged_local.nonzero()[:, 0],), local_keys[chunk.merged_local_index].to(cached_context_keys.dtype)
+        )
+        merged_tokens = self.feature_merger(
+            patch_features[~chunk.is_key], context_keys, query_keys[chunk.merged_videos]
+        )
+        return keyframe_tokens, local_keys, merged_tokens, tower_outputs.hidden_states, tower_outputs.attentions
 
     def _pool_keyframes(self, patch_features: torch.Tensor) -> torch.Tensor:
         num_frames, _, hidden_size = patch_features.shape
@@ -302,6 +427,7 @@ class VilampModel(VilampPreTrainedModel):
         keyframe_mask: torch.Tensor | None,
         query_embeds: torch.Tensor | None,
         video_frame_counts: torch.Tensor | None,
+        frame_relevance: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Validates the video inputs and returns the per-video frame counts."""
         image_size = self.config.vision_config.image_size
@@ -331,6 +457,15 @@ class VilampModel(VilampPreTrainedModel):
             )
         if not query_embeds.is_floating_point() or not bool(torch.isfinite(query_embeds).all()):
             raise ValueError(f"`query_embeds` must be finite floating point values, got {query_embeds.dtype} ones.")
+        if frame_relevance is not None and (
+            frame_relevance.shape != (num_frames,)
+            or not frame_relevance.is_floating_point()
+            or not bool(torch.isfinite(frame_relevance).all())
+        ):
+            raise ValueError(
+                f"`frame_relevance` must hold one finite float per frame, shape ({num_frames},), got "
+                f"{frame_relevance.dtype} of shape {tuple(frame_relevance.shape)}."
+            )
         if video_frame_counts is None:
             if query_embeds.shape[0] != 1:
                 raise ValueError(
@@ -363,6 +498,7 @@ class VilampModel(VilampPreTrainedModel):
         keyframe_mask: torch.Tensor,
         query_embeds: torch.Tensor,
         video_frame_counts: torch.Tensor | None = None,
+        frame_relevance: torch.Tensor | None = None,
         **kwargs,
     ) -> tuple | BaseModelOutputWithPooling:
         r"""
@@ -375,6 +511,11 @@ class VilampModel(VilampPreTrainedModel):
             The frame scorer's text embedding of each video's question.
         video_frame_counts (`torch.LongTensor` of shape `(num_videos,)`, *optional*):
             Frames per video; needed when the batch holds more than one video.
+        frame_relevance (`torch.FloatTensor` of shape `(total_frames,)`, *optional*):
+            Cosine relevance of each frame to its video's question (the frame scorer's). As the released model does
+            in every forward, each frame's pixels are scaled by `1 - p.detach() + p`, `p` its softmax over the
+            video's frames: numerically 1, it carries gradients to the frame scorer when `frame_relevance` and
+            `query_embeds` come from it with gradients.
 
         Returns:
             [`BaseModelOutputWithPooling`]: `last_hidden_state`, `(num_visual_tokens, hidden_size)`, the visual
@@ -385,7 +526,7 @@ class VilampModel(VilampPreTrainedModel):
             every frame's activations, which the visual sequence alone never does.
         """
         video_frame_counts = self._check_video_inputs(
-            pixel_values_videos, keyframe_mask, query_embeds, video_frame_counts
+            pixel_values_videos, keyframe_mask, query_embeds, video_frame_counts, frame_relevance
         )
         dtype, device = self.image_newline.dtype, self.image_newline.device
         # Frames may stay where they are (host memory for a 10,000-frame video): only one chunk at a time moves.
@@ -394,6 +535,9 @@ class VilampModel(VilampPreTrainedModel):
             keyframe_mask, video_frame_counts.to(device), self.tokens_per_keyframe, self.config.dfm_context
         )
         hidden_size = self.config.text_config.hidden_size
+        scales = None
+        if frame_relevance is not None:
+            scales = straight_through_scales(frame_relevance.to(device), video_frame_counts)
 
         query_keys = self.feature_merger.query_proj(query_embeds.to(device, dtype))
         # Only the context frames' keys outlive their chunk: at most one per keyframe, never one per frame. The
@@ -404,37 +548,38 @@ class VilampModel(VilampPreTrainedModel):
         sequence = torch.empty(plan.num_rows, hidden_size, device=device, dtype=dtype)
         # Filled in place, chunk by chunk: an out-of-place `index_put` would copy the whole sequence (and the cache)
         # for every chunk, quadratic in the number of frames. Autograd allows it: no backward reads overwritten rows.
+        # Writes cast to the sequence's dtype: under autocast the chunk's tokens come out in bf16/fp16.
         sequence.index_put_((plan.newline_rows,), self.image_newline.expand(plan.newline_rows.shape[0], -1))
-        keyframe_offsets = torch.arange(self.tokens_per_keyframe, device=device)
 
+        # Checkpointing a whole chunk keeps only what later steps read (its tokens and context keys), not every
+        # frame's tower activations. Non-reentrant: a reentrant checkpoint drops the weights' gradients when no
+        # input requires grad, as uint8 frames never do.
+        checkpointed = self.gradient_checkpointing and self.training and torch.is_grad_enabled()
         chunk_size = self._chunk_size(device)
         chunk_hidden_states, chunk_attentions = [], []
         for start in range(0, pixel_values_videos.shape[0], chunk_size):
-            chunk = slice(start, start + chunk_size)
-            patch_features, tower_outputs = self._encode_frames(pixel_values_videos[chunk].to(device), **kwargs)
-            chunk_hidden_states.append(tower_outputs.hidden_states)
-            chunk_attentions.append(tower_outputs.attentions)
-            is_key, rows, slots = keyframe_mask[chunk], plan.row_start[chunk], plan.context_slot[chunk]
-
-            keyframe_rows = (rows[is_key][:, None] + keyframe_offsets).flatten()
-            sequence.index_put_((keyframe_rows,), self._pool_keyframes(patch_features[is_key]).flatten(0, 1))
-
-            is_context = slots >= 0
-            context_cache.index_put_(
-                (slots[is_context],), self.feature_merger.context_proj(patch_features[is_context])
+            stop = min(start + chunk_size, pixel_values_videos.shape[0])
+            chunk = plan_chunk(plan, keyframe_mask, start, stop)
+            arguments = (
+                pixel_values_videos[start:stop].to(device),
+                scales[start:stop] if scales is not None else None,
+                chunk,
+                # The rows the chunk reads, gathered here: the cache itself changes after this chunk, which a
+                # checkpointed chunk must not see when it runs again in the backward pass.
+                context_cache[chunk.cached_context_slots],
+                query_keys,
             )
-
-            is_merged = ~is_key
-            merged_features = patch_features[is_merged]
-            context_index = plan.context_index[chunk][is_merged]
-            context_keys = context_cache[plan.context_slot[context_index]]
-            # Frames before a video's first keyframe are their own context.
-            is_own_context = (
-                context_index == torch.arange(start, start + patch_features.shape[0], device=device)[is_merged]
-            )
-            context_keys[is_own_context] = self.feature_merger.context_proj(merged_features[is_own_context])
-            merged = self.feature_merger(merged_features, context_keys, query_keys[plan.video_index[chunk][is_merged]])
-            sequence.index_put_((rows[is_merged],), merged)
+            if checkpointed:
+                outputs = checkpoint(self._chunk_tokens, *arguments, use_reentrant=False, **kwargs)
+            else:
+                outputs = self._chunk_tokens(*arguments, **kwargs)
+            keyframe_tokens, local_keys, merged_tokens, hidden_states, attentions = outputs
+            sequence.index_put_((chunk.keyframe_rows,), keyframe_tokens.to(dtype))
+            is_cached = chunk.local_context_slots >= 0
+            context_cache.index_put_((chunk.local_context_slots[is_cached],), local_keys[is_cached].to(dtype))
+            sequence.index_put_((chunk.merged_rows,), merged_tokens.to(dtype))
+            chunk_hidden_states.append(hidden_states)
+            chunk_attentions.append(attentions)
         tokens_per_video = torch.diff(plan.newline_rows + 1, prepend=plan.newline_rows.new_zeros(1))
         return BaseModelOutputWithPooling(
             last_hidden_state=sequence,
@@ -465,6 +610,7 @@ class VilampModel(VilampPreTrainedModel):
         keyframe_mask: torch.BoolTensor | None = None,
         query_embeds: torch.FloatTensor | None = None,
         video_frame_counts: torch.LongTensor | None = None,
+        frame_relevance: torch.FloatTensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
         cache: Cache | None = None,
@@ -482,6 +628,9 @@ class VilampModel(VilampPreTrainedModel):
             The frame scorer's embedding of each video's question.
         video_frame_counts (`torch.LongTensor` of shape `(num_videos,)`, *optional*):
             Frames per video when the batch holds several videos.
+        frame_relevance (`torch.FloatTensor` of shape `(total_frames,)`, *optional*):
+            The frame scorer's relevance of each frame to its question: the straight-through path to the scorer
+            (see `get_video_features`).
         mm_encoder_outputs (`dict[str, BaseModelOutputWithPooling]`, *optional*):
             Visual sequences computed beforehand: `{"video": get_video_features(...)}`, as `generate` passes them
             (encoded once, then repeated per beam or returned sequence); instead of `pixel_values_videos`.
@@ -496,7 +645,7 @@ class VilampModel(VilampPreTrainedModel):
 
         if video_outputs is None and pixel_values_videos is not None:
             video_outputs = self.get_video_features(
-                pixel_values_videos, keyframe_mask, query_embeds, video_frame_counts
+                pixel_values_videos, keyframe_mask, query_embeds, video_frame_counts, frame_relevance
             )
         video_features = None
         # Without videos, placeholder tokens are embedded as the tokens they are, as in-library VLMs do (an assistant
@@ -566,6 +715,7 @@ class VilampForConditionalGeneration(VilampPreTrainedModel, GenerationMixin):
         keyframe_mask: torch.Tensor,
         query_embeds: torch.Tensor,
         video_frame_counts: torch.Tensor | None = None,
+        frame_relevance: torch.Tensor | None = None,
         **kwargs,
     ) -> tuple | BaseModelOutputWithPooling:
         r"""
@@ -577,9 +727,11 @@ class VilampForConditionalGeneration(VilampPreTrainedModel, GenerationMixin):
             The frame scorer's embedding of each video's question.
         video_frame_counts (`torch.LongTensor` of shape `(num_videos,)`, *optional*):
             Frames per video.
+        frame_relevance (`torch.FloatTensor` of shape `(total_frames,)`, *optional*):
+            Each frame's relevance to its question, for the straight-through path to the frame scorer.
         """
         return self.model.get_video_features(
-            pixel_values_videos, keyframe_mask, query_embeds, video_frame_counts, **kwargs
+            pixel_values_videos, keyframe_mask, query_embeds, video_frame_counts, frame_relevance, **kwargs
         )
 
     @can_return_tuple
@@ -622,8 +774,10 @@ class VilampForConditionalGeneration(VilampPreTrainedModel, GenerationMixin):
             Which frames the processor kept as keyframes, returned for people; the model ignores it.
         frame_timestamps (`torch.Tensor`, *optional*):
             Time in seconds of every sampled frame, returned by the processor for people; ignored.
-        frame_relevance (`torch.Tensor`, *optional*):
-            Query relevance of every sampled frame, returned by the processor for people; ignored.
+        frame_relevance (`torch.FloatTensor` of shape `(total_frames,)`, *optional*):
+            The frame scorer's relevance of each frame to its question (the processor returns it): each frame's
+            pixels are scaled by `1 - p.detach() + p`, `p` its softmax over the video's frames, as the released
+            model does; numerically 1, the path by which gradients reach the frame scorer.
         """
         outputs = self.model(
             input_ids=input_ids,
@@ -631,6 +785,7 @@ class VilampForConditionalGeneration(VilampPreTrainedModel, GenerationMixin):
             keyframe_mask=keyframe_mask,
             query_embeds=query_embeds,
             video_frame_counts=video_frame_counts,
+            frame_relevance=frame_relevance,
             attention_mask=attention_mask,
             position_ids=position_ids,
             inputs_embeds=inputs_embeds,
