@@ -3,10 +3,12 @@ The `vilamp` command.
 
     vilamp ask [VIDEO] [QUESTION] [--model PATH_OR_HUB_ID] [--plot keyframes.png] [--json] ...
     vilamp convert --checkpoint SRC --output DIR [...]
+    vilamp train --data FILE --output DIR [--model PATH_OR_HUB_ID] [--video-folder DIR] [--parts ...] [...]
 
 `ask` answers a question about a video and shows what ViLAMP did with it: the keyframes it kept (with timestamps),
 the frames it sampled, and the visual tokens spent against uniform encoding. Without `--model` it runs on the
 embedded default, a tiny random-weight model built on the spot (its answers are noise), and the bundled clip.
+`train` fine-tunes with the released recipe's settings (docs/training.md); without `--model`, the embedded default.
 """
 
 import argparse
@@ -28,6 +30,7 @@ DEFAULT_QUESTION = "What happens in this video?"
 DTYPES = ("auto", *DTYPE_NAMES)
 HUB_ID = re.compile(r"[\w.-]+(/[\w.-]+)?")
 EMBEDDED_DEFAULT_NOTE = "NOTE: embedded default = tiny random-weight model; the answer below is noise."
+EMBEDDED_TRAINING_NOTE = "NOTE: no --model: training the embedded default, a tiny random-weight model."
 
 
 class CliError(Exception):
@@ -320,6 +323,65 @@ def run_convert(args: argparse.Namespace) -> int:
         raise CliError(str(error)) from error
 
 
+def check_data_file(data: str) -> None:
+    """Fails in one line unless `data` is a file (what it holds is read once the model is loaded)."""
+    if not Path(data).is_file():
+        raise CliError(f"no such data file: {data}")
+
+
+def check_folder(option: str, folder: str) -> None:
+    if not Path(folder).is_dir():
+        raise CliError(f"{option} {folder}: no such directory")
+
+
+def run_train(args: argparse.Namespace) -> int:
+    check_data_file(args.data)
+    if args.video_folder:
+        check_folder("--video-folder", args.video_folder)
+    if args.model:
+        check_model_source(args.model)
+    if args.quiet:
+        disable_library_progress_bars()
+    from .training.recipe import TrainingRecipe, check_output_directory, train
+
+    settings = {
+        "video_folder": args.video_folder,
+        "parts": args.parts,
+        "learning_rate": args.learning_rate,
+        "vision_tower_learning_rate": args.vision_tower_learning_rate,
+        "epochs": args.epochs,
+        "max_steps": args.max_steps,
+        "batch_size": args.batch_size,
+        "gradient_accumulation": args.gradient_accumulation,
+        "bf16": args.bf16,
+        "gradient_checkpointing": args.gradient_checkpointing,
+        "label_masking": args.label_masking,
+        "max_frames": args.max_frames,
+        "skip_broken": args.skip_broken,
+        "resume": args.resume,
+        "save_steps": args.save_steps,
+        "num_workers": args.num_workers,
+        "seed": args.seed,
+    }
+    log = (lambda _message: None) if args.quiet else print
+    try:
+        # Options left out keep the recipe's defaults.
+        recipe = TrainingRecipe(
+            args.data, args.output, **{name: value for name, value in settings.items() if value is not None}
+        )
+        check_output_directory(recipe.output_dir, recipe.resume)
+    except ValueError as error:
+        raise CliError(str(error)) from error
+    if args.model is None:
+        log(EMBEDDED_TRAINING_NOTE)
+    model, processor = load_model_and_processor(args.model, resolve_device("cpu"), "float32")
+    try:
+        train(model, processor, recipe, log=log, show_progress=not args.quiet)
+    except (OSError, ValueError) as error:  # a broken example, a full disk: named in the message
+        raise CliError(first_line(error)) from error
+    return 0
+
+
 def disable_library_progress_bars() -> None:
     """Turns off the bars transformers draws itself (loading weights), for `--quiet` and `--json`."""
     from transformers.utils import logging
@@ -334,6 +396,67 @@ def positive_int(text: str) -> int:
     return int(text)
 
 
+def non_negative_int(text: str) -> int:
+    """argparse type for counts that may be 0 (DataLoader workers) or any seed: a whole number of at least 0."""
+    if not text.strip().isdecimal():
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 0, got {text!r}")
+    return int(text)
+
+
+def positive_float(text: str) -> float:
+    """argparse type for learning rates and epochs: a number above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number above 0, got {text!r}")
+    return value
+
+
+def add_training_arguments(parser: argparse.ArgumentParser) -> None:
+    """`vilamp train`'s options; left out, each keeps the released recipe's value (TrainingRecipe's default)."""
+    parser.add_argument("--data", required=True, help="training examples: a .json, .jsonl or .yaml mixture file")
+    parser.add_argument("--output", required=True, help="directory for checkpoints and the final model")
+    parser.add_argument("--video-folder", help="the directory the examples' video paths are relative to")
+    parser.add_argument(
+        "--model", help="converted ViLAMP to start from: a directory or Hub id (default: embedded tiny)"
+    )
+    parser.add_argument(
+        "--parts",
+        help="what trains, comma-separated: language_model, projector, vision_tower, feature_merger (or the "
+        "original's mm_tunable_parts names; default: language_model,projector)",
+    )
+    parser.add_argument("--learning-rate", type=positive_float, help="default: 1e-5")
+    parser.add_argument("--vision-tower-learning-rate", type=positive_float, help="default: 2e-6")
+    length = parser.add_mutually_exclusive_group()
+    length.add_argument("--epochs", type=positive_float, help="passes over the data (default: 1)")
+    length.add_argument("--max-steps", type=positive_int, help="optimizer steps to run, instead of --epochs")
+    parser.add_argument("--batch-size", type=positive_int, help="examples per device and step (default: 1)")
+    parser.add_argument("--gradient-accumulation", type=positive_int, help="micro-batches per step (default: 4)")
+    parser.add_argument(
+        "--label-masking",
+        metavar="MASKING",
+        help="the targets: 'released' (the released recipe's, default) or 'assistant' (the answers only)",
+    )
+    parser.add_argument("--max-frames", type=positive_int, help="cap on frames sampled per video (default: none)")
+    parser.add_argument(
+        "--bf16",
+        action=argparse.BooleanOptionalAction,
+        help="bfloat16 mixed precision (default: on where a CUDA GPU supports it)",
+    )
+    parser.add_argument(
+        "--gradient-checkpointing",
+        action=argparse.BooleanOptionalAction,
+        help="recompute activations in the backward pass (default: on)",
+    )
+    parser.add_argument("--skip-broken", action="store_true", help="skip unreadable examples with a warning")
+    parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --output")
+    parser.add_argument("--save-steps", type=positive_int, help="steps between checkpoints (default: 1000)")
+    parser.add_argument("--num-workers", type=non_negative_int, help="DataLoader workers decoding videos (default: 0)")
+    parser.add_argument("--seed", type=non_negative_int, help="default: 42")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vilamp", description=__doc__.split("\n\n")[2], formatter_class=argparse.RawDescriptionHelpFormatter
@@ -341,7 +464,7 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--quiet", action="store_true", help="no progress bars or progress messages")
     common.add_argument("--debug", action="store_true", help="show the full traceback on errors")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{ask,convert}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{ask,convert,train}")
 
     ask_parser = commands.add_parser("ask", parents=[common], help="answer a question about a video")
     ask_parser.add_argument(
@@ -368,6 +491,12 @@ def build_parser() -> argparse.ArgumentParser:
         "convert", parents=[common], help="convert the original checkpoint (see docs/conversion.md)"
     )
     add_conversion_arguments(convert_parser).set_defaults(handler=run_convert)
+
+    train_parser = commands.add_parser(
+        "train", parents=[common], help="fine-tune with the released recipe (see docs/training.md)"
+    )
+    add_training_arguments(train_parser)
+    train_parser.set_defaults(handler=run_train)
     return parser
 
 
