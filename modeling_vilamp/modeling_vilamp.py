@@ -18,8 +18,10 @@ import math
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
 from safetensors import SafetensorError
 from torch import nn
+from torch.distributed.fsdp import FSDPModule
 from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 from transformers import AutoModel
@@ -227,6 +229,23 @@ def plan_chunk(plan: VisualSequencePlan, keyframe_mask: torch.Tensor, start: int
     )
 
 
+def idle_chunk_plan(device: torch.device) -> ChunkPlan:
+    """A one-frame chunk whose tokens go nowhere: a merged frame that is its own context, of video 0."""
+    none, zero, minus_one = (torch.tensor(values, device=device) for values in ([], [0], [-1]))
+    return ChunkPlan(
+        is_key=torch.tensor([False], device=device),
+        keyframe_rows=none.long(),
+        merged_rows=none.long(),
+        merged_videos=zero,
+        is_local_context=torch.tensor([True], device=device),
+        local_context_slots=minus_one,
+        cached_context_slots=minus_one,
+        merged_cached_row=zero,
+        merged_local=torch.tensor([True], device=device),
+        merged_local_index=zero,
+    )
+
+
 def straight_through_scales(frame_relevance: torch.Tensor, video_frame_counts: torch.Tensor) -> torch.Tensor:
     """
     `1 - p.detach() + p`, `p` the softmax of the relevance over each video's frames (reference section 6): a factor
@@ -280,7 +299,9 @@ class VilampPreTrainedModel(PreTrainedModel):
     base_model_prefix = "model"
     input_modalities = ("video", "text")
     supports_gradient_checkpointing = True
-    _no_split_modules = ["VilampDifferentialFeatureMerger"]
+    # The towers add their layers. The feature merger is no unit of its own: its projections are called apart from
+    # its forward (context keys are computed once and cached), which an FSDP2 unit would not have gathered.
+    _no_split_modules = []
     _skip_keys_device_placement = "cache"
     _supports_flash_attn = True
     _supports_sdpa = True
@@ -405,6 +426,21 @@ class VilampModel(VilampPreTrainedModel):
         # on accelerators to keep them busy.
         device_default = 8 if device.type == "cpu" else 64
         return self.config.vision_chunk_size if self.config.vision_chunk_size is not None else device_default
+
+    def _lockstep_chunk_count(self, num_chunks: int) -> int:
+        """
+        How many vision chunks to run: `num_chunks`, or, with the weights sharded across ranks (FSDP2, DeepSpeed
+        ZeRO-3), the largest count of all ranks. Sharded modules gather their weights in collectives at every call,
+        so ranks whose videos need fewer chunks run idle ones: otherwise their collectives would not pair up.
+        """
+        # FSDP2 swaps its modules' parameters for gathered plain tensors during forward: it is recognised by its
+        # module class. DeepSpeed ZeRO-3 marks its parameters.
+        sharded = hasattr(self.image_newline, "ds_id") or any(isinstance(m, FSDPModule) for m in self.modules())
+        if not (sharded and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+            return num_chunks
+        count = torch.tensor([num_chunks], device=self.image_newline.device)
+        dist.all_reduce(count, op=dist.ReduceOp.MAX)
+        return int(count)
 
     def _check_normalized_frames(self, frames: torch.Tensor) -> None:
         """Floating point frames must already be normalised: finite, and inside the range normalisation gives."""
@@ -556,13 +592,15 @@ class VilampModel(VilampPreTrainedModel):
         # input requires grad, as uint8 frames never do.
         checkpointed = self.gradient_checkpointing and self.training and torch.is_grad_enabled()
         chunk_size = self._chunk_size(device)
+        num_frames = pixel_values_videos.shape[0]
         chunk_hidden_states, chunk_attentions = [], []
-        for start in range(0, pixel_values_videos.shape[0], chunk_size):
-            stop = min(start + chunk_size, pixel_values_videos.shape[0])
-            chunk = plan_chunk(plan, keyframe_mask, start, stop)
+        for start in range(0, self._lockstep_chunk_count(math.ceil(num_frames / chunk_size)) * chunk_size, chunk_size):
+            stop = min(start + chunk_size, num_frames)
+            chunk = plan_chunk(plan, keyframe_mask, start, stop) if start < num_frames else idle_chunk_plan(device)
             arguments = (
-                pixel_values_videos[start:stop].to(device),
-                scales[start:stop] if scales is not None else None,
+                # An idle chunk (see `_lockstep_chunk_count`) encodes the first frame again.
+                pixel_values_videos[start:stop].to(device) if start < num_frames else pixel_values_videos[:1],
+                scales[start:stop] if scales is not None and start < num_frames else None,
                 chunk,
                 # The rows the chunk reads, gathered here: the cache itself changes after this chunk, which a
                 # checkpointed chunk must not see when it runs again in the backward pass.
@@ -574,6 +612,10 @@ class VilampModel(VilampPreTrainedModel):
             else:
                 outputs = self._chunk_tokens(*arguments, **kwargs)
             keyframe_tokens, local_keys, merged_tokens, hidden_states, attentions = outputs
+            if start >= num_frames:
+                # Adds zero, but ties the idle chunk into the graph, so its backward (and collectives) run too.
+                sequence.index_put_((plan.newline_rows[:1],), 0 * merged_tokens.to(dtype), accumulate=True)
+                continue
             sequence.index_put_((chunk.keyframe_rows,), keyframe_tokens.to(dtype))
             is_cached = chunk.local_context_slots >= 0
             context_cache.index_put_((chunk.local_context_slots[is_cached],), local_keys[is_cached].to(dtype))

@@ -1,0 +1,124 @@
+"""
+Training on two CPU processes (gloo) with videos of different lengths on the two ranks: DDP and FSDP2 (`fully_shard`
+along `_no_split_modules`, with and without activation checkpointing) give each rank the loss of its own batch and
+the gradients of a single process over the same global batch.
+
+The ranks' videos need 2 and 5 vision chunks: with sharded weights, every chunk gathers them in collectives, so the
+model runs idle chunks on the shorter rank (without them FSDP2 hangs or aborts with a collective mismatch).
+"""
+
+import os
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch.distributed.fsdp import fully_shard
+from torch.nn.parallel import DistributedDataParallel
+
+from conftest import FIXTURE_VIDEO_TOKEN_ID, tiny_model
+
+
+FRAMES_PER_RANK = (3, 9)  # 2 and 5 chunks of 2 frames
+CHUNK_SIZE = 2
+
+
+def rank_batch(rank: int) -> dict:
+    """Rank `rank`'s batch: one video of FRAMES_PER_RANK[rank] frames, its first and last frames keyframes."""
+    generator = torch.Generator().manual_seed(100 + rank)
+    num_frames = FRAMES_PER_RANK[rank]
+    keyframe_mask = torch.zeros(num_frames, dtype=torch.bool)
+    keyframe_mask[[0, num_frames - 1]] = True
+    num_visual = 196 * 2 + (num_frames - 2) + 1
+    input_ids = torch.tensor([[5, 6, *([FIXTURE_VIDEO_TOKEN_ID] * num_visual), 8, 9, 10, 11]])
+    labels = torch.full_like(input_ids, -100)
+    labels[0, -4:] = input_ids[0, -4:]
+    return {
+        "input_ids": input_ids,
+        "labels": labels,
+        "pixel_values_videos": torch.randint(0, 256, (num_frames, 3, 54, 54), dtype=torch.uint8, generator=generator),
+        "keyframe_mask": keyframe_mask,
+        "query_embeds": torch.randn(1, 16, generator=generator),
+    }
+
+
+def training_model(checkpointing: bool):
+    model = tiny_model(seed=0, vision_chunk_size=CHUNK_SIZE).train()
+    if checkpointing:
+        model.activation_checkpointing_enable()
+    return model
+
+
+def worker(rank: int, mode: str, checkpointing: bool, rendezvous: str, results: str) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=2)
+    try:
+        model = training_model(checkpointing)
+        if mode == "ddp":
+            wrapped = DistributedDataParallel(model)
+        else:
+            # accelerate's FSDP2 policy: a unit per `_no_split_modules` class (the model's and its towers').
+            for module in model.modules():
+                if type(module).__name__ in model._no_split_modules:
+                    fully_shard(module)
+            wrapped = fully_shard(model)
+        loss = wrapped(**rank_batch(rank)).loss
+        loss.backward()
+        gradients = {}
+        for name, parameter in model.named_parameters():
+            gradient = parameter.grad
+            gradients[name] = gradient.full_tensor() if hasattr(gradient, "full_tensor") else gradient
+        torch.save({"loss": loss.detach(), "gradients": gradients}, f"{results}.{rank}")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.fixture(scope="module")
+def single_process_reference():
+    """Each rank's loss, and the gradients of their mean, in one process."""
+    model = training_model(checkpointing=False)
+    losses = [model(**rank_batch(rank)).loss for rank in range(2)]
+    (sum(losses) / 2).backward()
+    return [loss.detach() for loss in losses], {name: p.grad for name, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize(
+    ("mode", "checkpointing"), [("ddp", False), ("fsdp2", False), ("fsdp2", True)], ids=["ddp", "fsdp2", "fsdp2-ckpt"]
+)
+def test_two_ranks_with_different_video_lengths_match_one_process(
+    tmp_path, single_process_reference, mode, checkpointing
+):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    results = str(tmp_path / "result")
+    mp.start_processes(
+        worker,
+        args=(mode, checkpointing, str(tmp_path / "rendezvous"), results),
+        nprocs=2,
+        join=True,
+        start_method="spawn",
+    )
+    losses, gradients = single_process_reference
+    outcomes = [torch.load(f"{results}.{rank}") for rank in range(2)]
+    for rank, outcome in enumerate(outcomes):
+        torch.testing.assert_close(outcome["loss"], losses[rank], atol=1e-6, rtol=1e-5)
+    assert outcomes[0]["gradients"].keys() == gradients.keys()
+    for name, expected in gradients.items():
+        for outcome in outcomes:
+            torch.testing.assert_close(outcome["gradients"][name], expected, atol=1e-6, rtol=1e-4, msg=name)
+
+
+def test_accelerate_configs_choose_the_documented_sharding():
+    from pathlib import Path
+
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    import vilamp.training
+
+    folder = Path(vilamp.training.__file__).parent / "accelerate"
+    configs = {path.stem: load_config_from_file(str(path)) for path in sorted(folder.glob("*.yaml"))}
+    assert sorted(configs) == ["ddp", "fsdp2", "zero3"]
+    assert configs["ddp"].distributed_type == "MULTI_GPU"
+    fsdp = configs["fsdp2"].fsdp_config
+    assert configs["fsdp2"].distributed_type == "FSDP"
+    assert (fsdp["fsdp_version"], fsdp["fsdp_auto_wrap_policy"]) == (2, "TRANSFORMER_BASED_WRAP")
+    assert configs["zero3"].deepspeed_config["zero_stage"] == 3
+    assert {config.mixed_precision for config in configs.values()} == {"bf16"}
