@@ -392,3 +392,40 @@ def test_skip_broken_counts_and_warns(processor, media, caplog):
     with pytest.raises(ValueError, match="Every one of the 2 training examples is broken"):
         hopeless[0]
     assert sorted(hopeless.skipped) == [0, 1]
+
+
+def test_scorer_inputs_reproduce_the_processors_scores_and_train_the_scorer(tiny, media):
+    """
+    With `scorer_inputs`, an item carries what the frame scorer read: the scorer embeds them to the processor's own
+    query embedding and frame relevance, and through `VilampWithFrameScorer` a training step reaches CLIP's weights.
+    """
+    from vilamp.training import VilampWithFrameScorer
+
+    model, processor = tiny
+    records = [
+        llava("five.mp4", *TWO_ROUNDS, query="a red frame"),
+        llava("three.mp4", "<image>\nWhat colour is the first frame?", "Red."),
+    ]
+    dataset = VilampTrainingDataset(records, processor, video_folder=media, scorer_inputs=True)
+    items = [dataset[0], dataset[1], dataset[0]]  # the third comes from the cache
+    scorer = processor.frame_scorer
+    for item in items:
+        assert item["scorer_input_ids"].shape == (77,)
+        assert item["scorer_pixel_values"].shape == (len(item["pixel_values_videos"]), 3, 32, 32)
+        with torch.no_grad():
+            query = scorer.model.encode_text(item["scorer_input_ids"][None])[0]
+            frames = scorer.embed_pixels(item["scorer_pixel_values"])
+        torch.testing.assert_close(query, item["query_embeds"])
+        relevance = torch.nn.functional.cosine_similarity(frames, query[None], dim=-1)
+        torch.testing.assert_close(relevance, item["frame_relevance"], atol=1e-6, rtol=1e-5)
+    assert "scorer_pixel_values" not in VilampTrainingDataset(records, processor, video_folder=media)[1]
+
+    batch = VilampDataCollator(processor.tokenizer)(items[:2])
+    assert batch["scorer_input_ids"].shape == (2, 77) and batch["scorer_pixel_values"].shape[0] == 8
+    wrapper = VilampWithFrameScorer(model, scorer.model).train()
+    wrapper(**batch).loss.backward()
+    visual = scorer.model.visual.conv1.weight.grad
+    textual = scorer.model.token_embedding.weight.grad
+    assert visual is not None and visual.abs().sum() > 0 and textual.abs().sum() > 0
+    wrapper.zero_grad()
+    model.eval()

@@ -7,13 +7,15 @@ conversations) or chat `messages`, labelled as the released recipe did, decoded 
 - `videos`: an example's video (files and frame folders, concatenated) and the per-process cache of decoded videos;
 - `data`: `VilampTrainingDataset` (model inputs and labels per example) and `VilampDataCollator` (batches);
 - `trainable`: what trains (parts by name) and a learning rate per part (`VilampTrainer`);
-- `recipe`: the released recipe's settings (`TrainingRecipe`) and the run behind `vilamp train`.
+- `recipe`: the released recipe's settings (`TrainingRecipe`) and the run behind `vilamp train`;
+- `scorer`: the model and its frame scorer as one module (`VilampWithFrameScorer`), to train the scorer too.
 """
 
 from .data import VilampDataCollator, VilampTrainingDataset
 from .examples import TrainingExample, load_examples, parse_example
 from .labels import IGNORE_INDEX, LABEL_MASKINGS, make_labels
 from .recipe import TrainingRecipe, train
+from .scorer import VilampWithFrameScorer
 from .trainable import (
     ORIGINAL_PART_NAMES,
     PARTS,
@@ -39,6 +41,7 @@ __all__ = [
     "VilampDataCollator",
     "VilampTrainer",
     "VilampTrainingDataset",
+    "VilampWithFrameScorer",
     "load_examples",
     "make_labels",
     "parameter_groups",

@@ -57,6 +57,10 @@ class VilampTrainingDataset(torch.utils.data.Dataset):
         frame_folder_fps: the rate at which frame folders' images were taken (1 by default: every image is kept).
         processor_kwargs: passed to every processor call, e.g. `{"max_frames": None}` for the released recipe's
             uncapped sampling, or `{"num_keyframes": 32}`.
+        scorer_inputs: also return what the frame scorer read, for training it with the model
+            (`training.scorer.VilampWithFrameScorer`): `scorer_pixel_values`, the sampled frames as CLIP inputs
+            (float32 `(N, 3, S, S)`: 0.6 MB a frame at CLIP's 224 px), and `scorer_input_ids`, the question's 77
+            CLIP tokens.
 
     Attributes:
         skipped: `{index: reason}` of the broken examples this process skipped (each DataLoader worker keeps its
@@ -73,6 +77,7 @@ class VilampTrainingDataset(torch.utils.data.Dataset):
         video_cache_size: int = 4,
         frame_folder_fps: float = 1.0,
         processor_kwargs: Mapping | None = None,
+        scorer_inputs: bool = False,
     ):
         check_label_masking(label_masking)
         self.examples = examples
@@ -84,8 +89,12 @@ class VilampTrainingDataset(torch.utils.data.Dataset):
         self.processor = processor
         # A copy whose video processor answers from the cache; the caller's processor is left as it was.
         self._caching_processor = copy.copy(processor)
+        self.scorer_inputs = scorer_inputs
         self._caching_processor.video_processor = CachingVideoProcessor(
-            processor.video_processor, video_cache_size, frame_folder_fps
+            processor.video_processor,
+            video_cache_size,
+            frame_folder_fps,
+            frame_scorer=processor.frame_scorer if scorer_inputs else None,
         )
 
     @classmethod
@@ -130,7 +139,7 @@ class VilampTrainingDataset(torch.utils.data.Dataset):
         except BROKEN_EXAMPLE_ERRORS as error:
             raise ValueError(f"Training example {index} (video {named_video(record)}): {error}") from error
         input_ids = inputs["input_ids"][0]
-        return {
+        item = {
             "input_ids": input_ids,
             "attention_mask": inputs["attention_mask"][0],
             "labels": make_labels(
@@ -141,6 +150,12 @@ class VilampTrainingDataset(torch.utils.data.Dataset):
             "query_embeds": inputs["query_embeds"][0],
             "frame_relevance": inputs["frame_relevance"],
         }
+        if self.scorer_inputs:
+            # The question the processor embedded: the record's query, or the one it read off the conversation.
+            query = example.query or self.processor._queries_for_videos([text], None, 1)[0]
+            item["scorer_pixel_values"] = self._caching_processor.video_processor.last_scorer_pixels
+            item["scorer_input_ids"] = self.processor.frame_scorer.tokenizer([query])[0]
+        return item
 
 
 @dataclass
@@ -174,7 +189,18 @@ class VilampDataCollator:
             "frame_relevance": torch.cat([example["frame_relevance"] for example in examples]),
             "query_embeds": torch.stack([example["query_embeds"] for example in examples]),
             "video_frame_counts": torch.tensor([len(example["pixel_values_videos"]) for example in examples]),
+            **scorer_batch(examples),
         }
+
+
+def scorer_batch(examples: Sequence[Mapping[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """The frame scorer's inputs of `examples` batched (frames concatenated, questions stacked), if they have them."""
+    if "scorer_pixel_values" not in examples[0]:
+        return {}
+    return {
+        "scorer_pixel_values": torch.cat([example["scorer_pixel_values"] for example in examples]),
+        "scorer_input_ids": torch.stack([example["scorer_input_ids"] for example in examples]),
+    }
 
 
 def pad(examples: Sequence[Mapping[str, torch.Tensor]], key: str, value: int, side: str) -> torch.Tensor:

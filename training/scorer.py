@@ -42,11 +42,14 @@ class VilampWithFrameScorer(nn.Module):
             scorer_input_ids: `(num_videos, T)` each video's question in the scorer's tokens.
             video_frame_counts: frames per video, when the batch holds several.
             model_inputs: the model's other inputs (`input_ids`, `pixel_values_videos`, `keyframe_mask`, `labels`,
-                ...), without `query_embeds` and `frame_relevance`, which are computed here.
+                ...); `query_embeds` and `frame_relevance`, if there, are replaced by the ones computed here.
 
         Returns:
             The model's output.
         """
+        # The processor's own query embeddings and relevances, made without gradients, give way to these.
+        model_inputs.pop("query_embeds", None)
+        model_inputs.pop("frame_relevance", None)
         query_embeds = self.frame_scorer.encode_text(scorer_input_ids)
         frame_embeds = self.frame_scorer.encode_image(scorer_pixel_values)
         counts = video_frame_counts if video_frame_counts is not None else torch.tensor([frame_embeds.shape[0]])

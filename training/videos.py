@@ -12,12 +12,14 @@ import os
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from ..processing.frame_scoring import FrameScorer
 from ..processing.video_processing_vilamp import ProcessedVideo, VilampVideoMetadata, VilampVideoProcessor
 
 
@@ -74,6 +76,13 @@ def concatenate_videos(parts: Sequence[ProcessedVideo]) -> ProcessedVideo:
     )
 
 
+def score_and_keep_inputs(frame_scorer: FrameScorer, kept: list[torch.Tensor], frames: np.ndarray) -> torch.Tensor:
+    """`frame_scorer.embed_frames(frames)`, keeping the CLIP inputs it makes in `kept`."""
+    pixels = frame_scorer.preprocess(frames)
+    kept.append(pixels)
+    return frame_scorer.embed_pixels(pixels)
+
+
 class CachingVideoProcessor:
     """
     A `VilampVideoProcessor` stand-in whose `process_video_for_call` takes `VideoParts` and remembers the last
@@ -85,9 +94,20 @@ class CachingVideoProcessor:
             are 265 MB). 0 turns the cache off.
         frame_folder_fps: the rate at which a folder's images were taken from their video; the processor samples
             them like any video (at its default 1 fps from 1 fps frames, every image).
+        frame_scorer: when given, the frames are scored with it (as `FrameScorer.embed_frames` does) and the CLIP
+            inputs it made are kept: `last_scorer_pixels` holds those of the last video asked for, cached with it.
+
+    Attributes:
+        last_scorer_pixels: `(N, 3, S, S)` the frame scorer's inputs for the last video (with `frame_scorer`).
     """
 
-    def __init__(self, video_processor: VilampVideoProcessor, max_videos: int = 4, frame_folder_fps: float = 1.0):
+    def __init__(
+        self,
+        video_processor: VilampVideoProcessor,
+        max_videos: int = 4,
+        frame_folder_fps: float = 1.0,
+        frame_scorer: FrameScorer | None = None,
+    ):
         if isinstance(max_videos, bool) or not isinstance(max_videos, int) or max_videos < 0:
             raise ValueError(f"`max_videos` must be a non-negative integer, got {max_videos!r}.")
         if not (isinstance(frame_folder_fps, (int, float)) and frame_folder_fps > 0):
@@ -95,7 +115,9 @@ class CachingVideoProcessor:
         self.video_processor = video_processor
         self.max_videos = max_videos
         self.frame_folder_fps = frame_folder_fps
-        self.cache: OrderedDict[tuple, ProcessedVideo] = OrderedDict()
+        self.frame_scorer = frame_scorer
+        self.last_scorer_pixels: torch.Tensor | None = None
+        self.cache: OrderedDict[tuple, tuple[ProcessedVideo, torch.Tensor | None]] = OrderedDict()
 
     def __getattr__(self, name: str):
         # Only reached for names this wrapper lacks; unpickling asks before `video_processor` is set.
@@ -119,14 +141,16 @@ class CachingVideoProcessor:
             raise TypeError("CachingVideoProcessor takes VideoParts, without metadata.")
         # The call's settings (max_frames, fps, ...) decide which frames are kept, so they are part of the key.
         key = (video, repr(sorted(call_kwargs.items())))
-        if key in self.cache:
-            self.cache.move_to_end(key)
-            return self.cache[key]
-        processed = concatenate_videos([self.process_part(path, call_kwargs, on_chunk) for path in video.paths])
-        if self.max_videos:
-            self.cache[key] = processed
-            if len(self.cache) > self.max_videos:
-                self.cache.popitem(last=False)
+        if key not in self.cache:
+            scorer_pixels = []
+            if self.frame_scorer is not None:
+                on_chunk = partial(score_and_keep_inputs, self.frame_scorer, scorer_pixels)
+            parts = [self.process_part(path, call_kwargs, on_chunk) for path in video.paths]
+            self.cache[key] = (concatenate_videos(parts), torch.cat(scorer_pixels) if scorer_pixels else None)
+        self.cache.move_to_end(key)
+        processed, self.last_scorer_pixels = self.cache[key]
+        if len(self.cache) > self.max_videos:
+            self.cache.popitem(last=False)
         return processed
 
     def process_part(
