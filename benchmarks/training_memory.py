@@ -6,9 +6,10 @@ checkpointing mode, each measurement in a process of its own:
 - `layers`: what `gradient_checkpointing_enable()` did before chunk checkpointing: the SigLIP and Qwen2 layers only;
 - `chunks`: `gradient_checkpointing_enable()` now: also each vision chunk as a whole (tower, pooling, merging).
 
-    python -m benchmarks.training_memory --frames 64,256,1024 --repeats 3
+    python -m benchmarks.training_memory --frames 64,256,1024 --repeats 1
 
-Prints a table of median peak RSS increase (the frames included) and the memory per extra frame, and writes
+Peak memory repeats to the MB between runs, so one run per point is enough. Prints a table of median peak RSS
+increase (the frames included) and the memory per extra frame, and writes
 `training-memory.json` and a picture of it, `training-memory.png`, in `--output-dir` (`benchmarks/results`).
 
 The children run with glibc's mmap threshold fixed at 128 KB (`MALLOC_MMAP_THRESHOLD_`). By default glibc raises the
