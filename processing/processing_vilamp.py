@@ -51,19 +51,26 @@ TOKENIZER_LOCK = threading.Lock()
 LEGACY_VIDEO_SETTINGS = ("fps", "max_frames", "image_size", "decode_chunk_size")
 
 
-# The "qwen_1_5" conversation format of the released evaluation scripts (reference section 5).
+# The "qwen_1_5" conversation format of the released evaluation scripts (reference section 5). The assistant's words
+# and the <|im_end|> that closes them are marked `{% generation %}`: `return_assistant_tokens_mask` (TRL's
+# `assistant_only_loss`) reads the marks; the text is the same.
 CHAT_TEMPLATE = (
+    "{% macro render(content) %}"
+    "{% if content is string %}{{ content }}"
+    "{% else %}{% for item in content %}"
+    "{% if item['type'] == 'video' %}{{ '<video>\\n' }}"
+    "{% elif item['type'] == 'text' %}{{ item['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}"
+    "{% endmacro %}"
     "{% if messages[0]['role'] != 'system' %}"
     "{{ '<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n' }}"
     "{% endif %}"
     "{% for message in messages %}"
     "{{ '<|im_start|>' + message['role'] + '\\n' }}"
-    "{% if message['content'] is string %}{{ message['content'] }}"
-    "{% else %}{% for item in message['content'] %}"
-    "{% if item['type'] == 'video' %}{{ '<video>\\n' }}"
-    "{% elif item['type'] == 'text' %}{{ item['text'] }}{% endif %}"
-    "{% endfor %}{% endif %}"
-    "{{ '<|im_end|>\\n' }}"
+    "{% if message['role'] == 'assistant' %}"
+    "{% generation %}{{ render(message['content']) }}{{ '<|im_end|>' }}{% endgeneration %}"
+    "{% else %}{{ render(message['content']) }}{{ '<|im_end|>' }}{% endif %}"
+    "{{ '\\n' }}"
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 )

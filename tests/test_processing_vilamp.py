@@ -320,3 +320,27 @@ def test_video_processor_flags_normalise_or_refuse(heavy_fill_processor):
     for flag in ("do_resize", "do_convert_rgb"):
         with pytest.raises(ValueError, match="cannot be turned off"):
             video_processor(frames, **{flag: False})
+
+
+def test_chat_template_marks_the_assistants_words_for_assistant_masks():
+    """The released conversation text, and `return_assistant_tokens_mask` selecting each answer with its <|im_end|>."""
+    from vilamp.tiny import tiny_model_and_processor
+
+    _, processor = tiny_model_and_processor()
+    messages = [
+        {"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "What happens?"}]},
+        {"role": "assistant", "content": "A bunny."},
+        {"role": "user", "content": "Day?"},
+        {"role": "assistant", "content": [{"type": "text", "text": "Yes."}]},
+    ]
+    assert processor.apply_chat_template(messages, tokenize=False) == (
+        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+        "<|im_start|>user\n<video>\nWhat happens?<|im_end|>\n<|im_start|>assistant\nA bunny.<|im_end|>\n"
+        "<|im_start|>user\nDay?<|im_end|>\n<|im_start|>assistant\nYes.<|im_end|>\n"
+    )
+    tokenizer = processor.tokenizer
+    encoded = tokenizer.apply_chat_template(
+        messages, chat_template=processor.chat_template, return_dict=True, return_assistant_tokens_mask=True
+    )
+    marked = [token for token, mask in zip(encoded["input_ids"], encoded["assistant_masks"], strict=True) if mask]
+    assert tokenizer.decode(marked) == "A bunny.<|im_end|>Yes.<|im_end|>"
