@@ -40,6 +40,26 @@ def tiny_model(seed: int = 0, **overrides) -> VilampForConditionalGeneration:
     return VilampForConditionalGeneration(tiny_config(**overrides)).eval()
 
 
+def video_training_batch(keyframe_mask: torch.Tensor, seed: int) -> dict:
+    """
+    One training example for `tiny_model`: random 54 px frames (keyframes where `keyframe_mask` says), a prompt of
+    the video's placeholders between a few tokens, and 4 answer tokens as the only labels.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    num_frames, num_keyframes = keyframe_mask.shape[0], int(keyframe_mask.sum())
+    num_visual = 196 * num_keyframes + (num_frames - num_keyframes) + 1  # 14 x 14 pooled tokens per keyframe
+    input_ids = torch.tensor([[5, 6, *([FIXTURE_VIDEO_TOKEN_ID] * num_visual), 8, 9, 10, 11]])
+    labels = torch.full_like(input_ids, -100)
+    labels[0, -4:] = input_ids[0, -4:]
+    return {
+        "input_ids": input_ids,
+        "labels": labels,
+        "pixel_values_videos": torch.randint(0, 256, (num_frames, 3, 54, 54), dtype=torch.uint8, generator=generator),
+        "keyframe_mask": keyframe_mask,
+        "query_embeds": torch.randn(1, 16, generator=generator),
+    }
+
+
 def load_fixture(name: str) -> dict:
     """The original config, weights, inputs and recorded outputs of one parity case."""
     case_dir = FIXTURES / name

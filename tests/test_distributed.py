@@ -16,7 +16,7 @@ import torch.multiprocessing as mp
 from torch.distributed.fsdp import fully_shard
 from torch.nn.parallel import DistributedDataParallel
 
-from conftest import FIXTURE_VIDEO_TOKEN_ID, tiny_model
+from conftest import tiny_model, video_training_batch
 
 
 FRAMES_PER_RANK = (3, 9)  # 2 and 5 chunks of 2 frames
@@ -25,21 +25,9 @@ CHUNK_SIZE = 2
 
 def rank_batch(rank: int) -> dict:
     """Rank `rank`'s batch: one video of FRAMES_PER_RANK[rank] frames, its first and last frames keyframes."""
-    generator = torch.Generator().manual_seed(100 + rank)
-    num_frames = FRAMES_PER_RANK[rank]
-    keyframe_mask = torch.zeros(num_frames, dtype=torch.bool)
-    keyframe_mask[[0, num_frames - 1]] = True
-    num_visual = 196 * 2 + (num_frames - 2) + 1
-    input_ids = torch.tensor([[5, 6, *([FIXTURE_VIDEO_TOKEN_ID] * num_visual), 8, 9, 10, 11]])
-    labels = torch.full_like(input_ids, -100)
-    labels[0, -4:] = input_ids[0, -4:]
-    return {
-        "input_ids": input_ids,
-        "labels": labels,
-        "pixel_values_videos": torch.randint(0, 256, (num_frames, 3, 54, 54), dtype=torch.uint8, generator=generator),
-        "keyframe_mask": keyframe_mask,
-        "query_embeds": torch.randn(1, 16, generator=generator),
-    }
+    keyframe_mask = torch.zeros(FRAMES_PER_RANK[rank], dtype=torch.bool)
+    keyframe_mask[[0, -1]] = True
+    return video_training_batch(keyframe_mask, seed=100 + rank)
 
 
 def training_model(checkpointing: bool):

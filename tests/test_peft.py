@@ -4,23 +4,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForImageTextToText
 
-from conftest import FIXTURE_VIDEO_TOKEN_ID, tiny_model
-
-
-def training_batch(model) -> dict:
-    generator = torch.Generator().manual_seed(7)
-    keyframe_mask = torch.tensor([False, True, False, True])
-    num_visual = model.num_visual_tokens(4, 2)
-    input_ids = torch.tensor([[5, 6, *([FIXTURE_VIDEO_TOKEN_ID] * num_visual), 8, 9, 10, 11]])
-    labels = torch.full_like(input_ids, -100)
-    labels[0, -4:] = input_ids[0, -4:]
-    return {
-        "input_ids": input_ids,
-        "labels": labels,
-        "pixel_values_videos": torch.randint(0, 256, (4, 3, 54, 54), dtype=torch.uint8, generator=generator),
-        "keyframe_mask": keyframe_mask,
-        "query_embeds": torch.randn(1, 16, generator=generator),
-    }
+from conftest import tiny_model, video_training_batch
 
 
 def test_lora_trains_the_language_model_and_merges_into_a_model_auto_reloads(tmp_path):
@@ -36,7 +20,7 @@ def test_lora_trains_the_language_model_and_merges_into_a_model_auto_reloads(tmp
     peft_model = get_peft_model(model, lora)
     adapters = [name for name, p in peft_model.named_parameters() if p.requires_grad and "lora_" in name]
     assert adapters and all(".language_model." in name for name in adapters)
-    batch = training_batch(model)
+    batch = video_training_batch(torch.tensor([False, True, False, True]), seed=7)
     optimizer = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=1e-2)
     peft_model.train()
     losses = []

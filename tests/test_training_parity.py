@@ -94,27 +94,23 @@ def test_frame_scorer_gradients_match_original(training_step):
 
 def test_bf16_autocast_trains_and_generates():
     """Under CPU bf16 autocast the chunk's tokens come out in bf16 and are written into the float32 sequence."""
-    from conftest import tiny_model
+    from conftest import tiny_model, video_training_batch
 
     model = tiny_model(seed=3).train()
-    frames = torch.randint(0, 256, (5, 3, 54, 54), dtype=torch.uint8)
-    mask = torch.tensor([False, True, False, True, False])
-    num_visual = model.num_visual_tokens(5, 2)
-    input_ids = torch.tensor([[5, 6, *([FIXTURE_VIDEO_TOKEN_ID] * num_visual), 8, 9]])
-    inputs = {"pixel_values_videos": frames, "keyframe_mask": mask, "query_embeds": torch.randn(1, 16)}
-    labels = input_ids.masked_fill(input_ids == FIXTURE_VIDEO_TOKEN_ID, -100)
+    batch = video_training_batch(torch.tensor([False, True, False, True, False]), seed=3)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        output = model(input_ids=input_ids, labels=labels, **inputs)
+        output = model(**batch)
     output.loss.backward()
     assert output.logits.dtype == torch.bfloat16 and torch.isfinite(output.loss)
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.model.feature_merger.parameters())
     with torch.no_grad():
-        float_loss = model(input_ids=input_ids, labels=labels, **inputs).loss
+        float_loss = model(**batch).loss
     # bf16 keeps about 3 significant digits; the loss of a 512-token vocabulary is about 6.
     torch.testing.assert_close(output.loss.detach(), float_loss, atol=0.05, rtol=0)
+    prompt = {name: value for name, value in batch.items() if name != "labels"}
     with torch.autocast("cpu", dtype=torch.bfloat16), torch.no_grad():
-        generated = model.eval().generate(input_ids=input_ids, **inputs, max_new_tokens=3, pad_token_id=0)
-    assert generated.shape == (1, input_ids.shape[1] + 3)
+        generated = model.eval().generate(**prompt, max_new_tokens=3, pad_token_id=0)
+    assert generated.shape == (1, batch["input_ids"].shape[1] + 3)
 
 
 def test_trainer_predict_returns_logits_only():
