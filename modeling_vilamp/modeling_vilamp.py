@@ -433,10 +433,11 @@ class VilampModel(VilampPreTrainedModel):
         ZeRO-3), the largest count of all ranks. Sharded modules gather their weights in collectives at every call,
         so ranks whose videos need fewer chunks run idle ones: otherwise their collectives would not pair up.
         """
+        if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+            return num_chunks
         # FSDP2 swaps its modules' parameters for gathered plain tensors during forward: it is recognised by its
         # module class. DeepSpeed ZeRO-3 marks its parameters.
-        sharded = hasattr(self.image_newline, "ds_id") or any(isinstance(m, FSDPModule) for m in self.modules())
-        if not (sharded and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        if not (hasattr(self.image_newline, "ds_id") or any(isinstance(m, FSDPModule) for m in self.modules())):
             return num_chunks
         count = torch.tensor([num_chunks], device=self.image_newline.device)
         dist.all_reduce(count, op=dist.ReduceOp.MAX)
@@ -596,11 +597,12 @@ class VilampModel(VilampPreTrainedModel):
         chunk_hidden_states, chunk_attentions = [], []
         for start in range(0, self._lockstep_chunk_count(math.ceil(num_frames / chunk_size)) * chunk_size, chunk_size):
             stop = min(start + chunk_size, num_frames)
-            chunk = plan_chunk(plan, keyframe_mask, start, stop) if start < num_frames else idle_chunk_plan(device)
+            # An idle chunk (see `_lockstep_chunk_count`) encodes the first frame again.
+            idle = start >= num_frames
+            chunk = idle_chunk_plan(device) if idle else plan_chunk(plan, keyframe_mask, start, stop)
             arguments = (
-                # An idle chunk (see `_lockstep_chunk_count`) encodes the first frame again.
-                pixel_values_videos[start:stop].to(device) if start < num_frames else pixel_values_videos[:1],
-                scales[start:stop] if scales is not None and start < num_frames else None,
+                (pixel_values_videos[:1] if idle else pixel_values_videos[start:stop]).to(device),
+                None if idle or scales is None else scales[start:stop],
                 chunk,
                 # The rows the chunk reads, gathered here: the cache itself changes after this chunk, which a
                 # checkpointed chunk must not see when it runs again in the backward pass.
@@ -612,7 +614,7 @@ class VilampModel(VilampPreTrainedModel):
             else:
                 outputs = self._chunk_tokens(*arguments, **kwargs)
             keyframe_tokens, local_keys, merged_tokens, hidden_states, attentions = outputs
-            if start >= num_frames:
+            if idle:
                 # Adds zero, but ties the idle chunk into the graph, so its backward (and collectives) run too.
                 sequence.index_put_((plan.newline_rows[:1],), 0 * merged_tokens.to(dtype), accumulate=True)
                 continue
