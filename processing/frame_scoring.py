@@ -25,6 +25,8 @@ WEIGHTS_NAME = "frame_scorer.safetensors"
 CONFIG_NAME = "frame_scorer_config.json"
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+CLIP_MEAN_ARRAY = np.array(CLIP_MEAN, dtype=np.float32)[:, None, None]
+CLIP_STD_ARRAY = np.array(CLIP_STD, dtype=np.float32)[:, None, None]
 
 
 class FrameScorer:
@@ -45,6 +47,11 @@ class FrameScorer:
         self.image_size = int(config["vision_cfg"]["image_size"])
         self.context_length = int(config["text_cfg"].get("context_length", 77))
         self.tokenizer = open_clip.tokenizer.SimpleTokenizer(context_length=self.context_length)
+
+    @property
+    def device(self) -> torch.device:
+        """Where the CLIP model is."""
+        return self.model.logit_scale.device
 
     @property
     def embed_dim(self) -> int:
@@ -77,7 +84,11 @@ class FrameScorer:
         (directory / CONFIG_NAME).write_text(json.dumps(self.config, indent=2, sort_keys=True) + "\n")
 
     def preprocess(self, frames: np.ndarray) -> torch.Tensor:
-        """`(N, H, W, 3)` uint8 RGB frames -> `(N, 3, S, S)` normalised CLIP inputs."""
+        """
+        `(N, H, W, 3)` uint8 RGB frames -> `(N, 3, S, S)` normalised CLIP inputs. Pure PIL and NumPy, no torch
+        operator: the processor runs it in its decoding thread, where torch's thread pool would compete with the
+        scorer's forward for the same cores.
+        """
         size = self.image_size
         crops = np.empty((len(frames), size, size, 3), dtype=np.uint8)
         for index, frame in enumerate(frames):
@@ -90,10 +101,9 @@ class FrameScorer:
             resized = np.asarray(Image.fromarray(frame).resize((new_width, new_height), Image.BICUBIC))
             top, left = (new_height - size) // 2, (new_width - size) // 2
             crops[index] = resized[top : top + size, left : left + size]
-        pixels = torch.from_numpy(crops).permute(0, 3, 1, 2).float() / 255.0
-        mean = torch.tensor(CLIP_MEAN)[:, None, None]
-        std = torch.tensor(CLIP_STD)[:, None, None]
-        return (pixels - mean) / std
+        # float32 throughout, in CLIPProcessor's order (rescale, then normalise): the same IEEE operations as torch's.
+        pixels = crops.transpose(0, 3, 1, 2).astype(np.float32) / np.float32(255.0)
+        return torch.from_numpy((pixels - CLIP_MEAN_ARRAY) / CLIP_STD_ARRAY)
 
     @torch.no_grad()
     def embed_frames(self, frames: np.ndarray) -> torch.Tensor:
@@ -103,12 +113,12 @@ class FrameScorer:
     @torch.no_grad()
     def embed_pixels(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Already preprocessed `(N, 3, S, S)` CLIP inputs -> `(N, embed_dim)` image embeddings."""
-        return self.model.encode_image(pixel_values.to(self.model.logit_scale.device))
+        return self.model.encode_image(pixel_values.to(self.device))
 
     @torch.no_grad()
     def embed_queries(self, queries: Sequence[str]) -> torch.Tensor:
         """Questions -> `(len(queries), embed_dim)` text embeddings, each truncated to the scorer's 77 tokens."""
-        tokens = self.tokenizer(list(queries)).to(self.model.logit_scale.device)
+        tokens = self.tokenizer(list(queries)).to(self.device)
         return self.model.encode_text(tokens)
 
 

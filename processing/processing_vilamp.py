@@ -310,7 +310,7 @@ class VilampProcessor(ProcessorMixin):
         its keyframes. Returns the processed video and its `(N,)` keyframe mask.
         """
         processed = self.video_processor.process_video_for_call(
-            video, video_metadata, videos_kwargs, on_chunk=self.frame_scorer.embed_frames
+            video, video_metadata, videos_kwargs, frame_scorer=self.frame_scorer
         )
         keyframe_mask = select_keyframes(
             processed.frame_embeds,

@@ -10,9 +10,8 @@ cache. Keyframe selection, which depends on the question, still runs on every ca
 
 import os
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +19,12 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from ..processing.frame_scoring import FrameScorer
-from ..processing.video_processing_vilamp import ProcessedVideo, VilampVideoMetadata, VilampVideoProcessor
+from ..processing.video_processing_vilamp import (
+    ChunkScorer,
+    ProcessedVideo,
+    VilampVideoMetadata,
+    VilampVideoProcessor,
+)
 
 
 @dataclass(frozen=True)
@@ -76,11 +80,23 @@ def concatenate_videos(parts: Sequence[ProcessedVideo]) -> ProcessedVideo:
     )
 
 
-def score_and_keep_inputs(frame_scorer: FrameScorer, kept: list[torch.Tensor], frames: np.ndarray) -> torch.Tensor:
-    """`frame_scorer.embed_frames(frames)`, keeping the CLIP inputs it makes in `kept`."""
-    pixels = frame_scorer.preprocess(frames)
-    kept.append(pixels)
-    return frame_scorer.embed_pixels(pixels)
+class InputKeepingScorer:
+    """`frame_scorer`, keeping the CLIP inputs it makes, in order, in `kept`."""
+
+    def __init__(self, frame_scorer: FrameScorer, kept: list[torch.Tensor]):
+        self.frame_scorer, self.kept = frame_scorer, kept
+
+    @property
+    def device(self) -> torch.device:
+        return self.frame_scorer.device
+
+    def preprocess(self, frames: np.ndarray) -> torch.Tensor:
+        pixels = self.frame_scorer.preprocess(frames)
+        self.kept.append(pixels)
+        return pixels
+
+    def embed_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.frame_scorer.embed_pixels(pixels)
 
 
 class CachingVideoProcessor:
@@ -134,9 +150,9 @@ class CachingVideoProcessor:
         video: VideoParts,
         video_metadata: dict | None,
         call_kwargs: dict,
-        on_chunk: Callable[[np.ndarray], torch.Tensor] | None = None,
+        frame_scorer: ChunkScorer | None = None,
     ) -> ProcessedVideo:
-        """The processed (and scored, with `on_chunk`) concatenation of `video`'s parts, from the cache if there."""
+        """The processed (and scored, with a scorer) concatenation of `video`'s parts, from the cache if there."""
         if not isinstance(video, VideoParts) or video_metadata is not None:
             raise TypeError("CachingVideoProcessor takes VideoParts, without metadata.")
         # The call's settings (max_frames, fps, ...) decide which frames are kept, so they are part of the key.
@@ -144,8 +160,8 @@ class CachingVideoProcessor:
         if key not in self.cache:
             scorer_pixels = []
             if self.frame_scorer is not None:
-                on_chunk = partial(score_and_keep_inputs, self.frame_scorer, scorer_pixels)
-            parts = [self.process_part(path, call_kwargs, on_chunk) for path in video.paths]
+                frame_scorer = InputKeepingScorer(self.frame_scorer, scorer_pixels)
+            parts = [self.process_part(path, call_kwargs, frame_scorer) for path in video.paths]
             self.cache[key] = (concatenate_videos(parts), torch.cat(scorer_pixels) if scorer_pixels else None)
         self.cache.move_to_end(key)
         processed, self.last_scorer_pixels = self.cache[key]
@@ -153,14 +169,12 @@ class CachingVideoProcessor:
             self.cache.popitem(last=False)
         return processed
 
-    def process_part(
-        self, path: Path, call_kwargs: dict, on_chunk: Callable[[np.ndarray], torch.Tensor] | None
-    ) -> ProcessedVideo:
+    def process_part(self, path: Path, call_kwargs: dict, frame_scorer: ChunkScorer | None) -> ProcessedVideo:
         """One video file, or one folder of frames, through the wrapped processor."""
         if path.is_dir():
             frames = read_frame_folder(path)
             metadata = {"total_num_frames": len(frames), "fps": self.frame_folder_fps}
-            return self.video_processor.process_video_for_call(frames, metadata, call_kwargs, on_chunk)
+            return self.video_processor.process_video_for_call(frames, metadata, call_kwargs, frame_scorer)
         if not path.exists():
             raise FileNotFoundError(f"Video not found: {path}")
-        return self.video_processor.process_video_for_call(str(path), None, call_kwargs, on_chunk)
+        return self.video_processor.process_video_for_call(str(path), None, call_kwargs, frame_scorer)
