@@ -30,6 +30,7 @@ from vilamp.tiny import TINY_SCORER, TINY_TEXT_CONFIG, TINY_VISION_CONFIG
 
 
 METHODS = ("vilamp", "vilamp-unchunked", "dense-uniform")
+SIZES = ("tiny", "tiny-b32", "7b")
 NUM_KEYFRAMES = 32
 SIMILARITY_THRESHOLD = 0.85
 DECODE_CHUNK = 32
@@ -65,28 +66,39 @@ def stage(record: dict, name: str, device: torch.device):
 
 
 def build(size: str, device: torch.device) -> tuple[VilampForConditionalGeneration, FrameScorer]:
-    """Random-weight model and frame scorer: `tiny` (CPU-sized) or `7b` (so400m, Qwen2-7B, CLIP B/32)."""
+    """
+    Random-weight model and frame scorer: `tiny` (CPU-sized model and scorer), `tiny-b32` (the tiny model with the
+    released scorer's size, CLIP ViT-B/32) or `7b` (so400m, Qwen2-7B, CLIP ViT-B/32).
+    """
     torch.manual_seed(0)
-    if size == "tiny":
+    released_scorer = KNOWN_FRAME_SCORERS["clip-ViT-B-32/0_CLIPModel"]
+    if size in ("tiny", "tiny-b32"):
+        scorer_config = TINY_SCORER if size == "tiny" else released_scorer
         config = VilampConfig(
             # The real model's 384 px frames and 27 x 27 patch grid at tiny width: frame memory is the real one
             # (0.44 MB a sampled frame), compute is small enough for a CPU.
             vision_config={**TINY_VISION_CONFIG, "image_size": 384, "patch_size": 14},
             text_config={**TINY_TEXT_CONFIG, "vocab_size": 512},
-            query_embed_dim=TINY_SCORER["embed_dim"],
+            query_embed_dim=scorer_config["embed_dim"],
             video_token_id=500,
             num_keyframes=NUM_KEYFRAMES,
         )
-        return VilampForConditionalGeneration(config).to(device).eval(), FrameScorer(TINY_SCORER)
-    config = VilampConfig(num_keyframes=NUM_KEYFRAMES)
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    with torch.device(device):
-        model = VilampForConditionalGeneration._from_config(config, dtype=dtype, attn_implementation="sdpa")
-    return model.eval(), FrameScorer(KNOWN_FRAME_SCORERS["clip-ViT-B-32/0_CLIPModel"])
+        model, scorer = VilampForConditionalGeneration(config).to(device).eval(), FrameScorer(scorer_config)
+    else:
+        config = VilampConfig(num_keyframes=NUM_KEYFRAMES)
+        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+        with torch.device(device):
+            model = VilampForConditionalGeneration._from_config(config, dtype=dtype, attn_implementation="sdpa")
+        model, scorer = model.eval(), FrameScorer(released_scorer)
+    # The scorer embeds every sampled frame: left on the host, a GPU run would time CLIP on the CPU.
+    scorer.model.to(device)
+    return model, scorer
 
 
 def dense_similarity_keyframes(frame_embeds: torch.Tensor, query_embed: torch.Tensor) -> torch.Tensor:
     """The naive selection: the full N x N similarity matrix up front, then the same greedy pass and gap filling."""
+    # On the host, as select_keyframes computes: the two selections must agree bit for bit.
+    frame_embeds, query_embed = frame_embeds.cpu(), query_embed.cpu()
     units = unit_rows(frame_embeds)
     similarity = units @ units.T
     relevance = frame_relevance(frame_embeds, query_embed)
@@ -106,16 +118,21 @@ def dense_similarity_keyframes(frame_embeds: torch.Tensor, query_embed: torch.Te
     return torch.from_numpy(fill_gaps(mask, NUM_KEYFRAMES))
 
 
-def decode_and_score(video: Path, image_size: int, scorer: FrameScorer | None, record: dict):
-    """The processor's front end (`decode_resize_and_score`), its three steps timed apart."""
+def decode_and_score(
+    video: Path, image_size: int, scorer: FrameScorer | None, record: dict, max_frames: int | None = None
+):
+    """
+    The processor's front end (`decode_resize_and_score`), its three steps timed apart; 1 fps sampling thinned
+    uniformly to `max_frames` when given.
+    """
     source = open_video(str(video))
-    indices = sample_frame_indices(source.num_frames, source.native_fps, 1.0, None)
+    indices = sample_frame_indices(source.num_frames, source.native_fps, 1.0, max_frames)
     record["split_seconds"] = {"decode": 0.0, "resize": 0.0, "score": 0.0}
     frames, embeds, _ = decode_resize_and_score(
         source,
         indices,
         image_size,
-        scorer.embed_frames if scorer is not None else None,
+        scorer,
         DECODE_CHUNK,
         step_seconds=record["split_seconds"],
     )
@@ -144,7 +161,7 @@ def prefill_and_decode(model, visual_sequence: torch.Tensor, record: dict, devic
     record["seconds"]["decode_per_token"] = statistics.median(per_token)
 
 
-def measure(method: str, video: Path, size: str, device: torch.device) -> dict:
+def measure(method: str, video: Path, size: str, device: torch.device, max_frames: int | None = None) -> dict:
     record: dict = {"method": method}
     model, scorer = build(size, device)
     image_size = model.config.vision_config.image_size
@@ -153,7 +170,8 @@ def measure(method: str, video: Path, size: str, device: torch.device) -> dict:
 
     with torch.no_grad():
         with stage(record, "decode_resize_score", device):
-            frames, embeds = decode_and_score(video, image_size, None if method == "dense-uniform" else scorer, record)
+            frame_scorer = None if method == "dense-uniform" else scorer
+            frames, embeds = decode_and_score(video, image_size, frame_scorer, record, max_frames)
         num_frames = frames.shape[0]
         record["frames"] = num_frames
         record["frames_bytes"] = frames.numel()
@@ -194,27 +212,45 @@ def siglip_flops_per_frame(config: VilampConfig) -> float:
     return vision.num_hidden_layers * per_layer + embedding
 
 
+def cap_address_space(limit_gb: float | None) -> None:
+    """
+    Caps this process's address space at `limit_gb` (no cap for None), so that a baseline that outgrows the machine
+    fails inside its own process, recorded as out of memory, instead of waking the kernel's OOM killer, which may pick
+    another process.
+    """
+    if limit_gb:
+        limit = int(limit_gb * 1e9)
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+# How the libraries report an allocation past the cap: torch's CPU allocator, OpenCV.
+OUT_OF_MEMORY_MESSAGES = ("can't allocate memory", "Insufficient memory", "Failed to allocate")
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """Whether `error` is a failed allocation, as a run under `cap_address_space` ends when it needs more."""
+    if isinstance(error, (torch.OutOfMemoryError, MemoryError)):
+        return True
+    return any(message in str(error) for message in OUT_OF_MEMORY_MESSAGES)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="one benchmark measurement (run by benchmarks.run)")
     parser.add_argument("--method", choices=METHODS, required=True)
     parser.add_argument("--video", type=Path, required=True)
-    parser.add_argument("--size", choices=["tiny", "7b"], default="tiny")
+    parser.add_argument("--size", choices=SIZES, default="tiny")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--max-frames", type=int, help="thin the 1 fps sampling uniformly to this many frames")
     parser.add_argument("--memory-limit-gb", type=float, help="address-space cap on CPU: allocations past it fail")
     args = parser.parse_args()
-    if args.memory_limit_gb and args.device == "cpu":
-        # A cap makes a baseline that outgrows the machine fail inside this process (recorded as out of memory)
-        # instead of waking the kernel's OOM killer, which may pick another process.
-        limit = int(args.memory_limit_gb * 1e9)
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    if args.device == "cpu":
+        cap_address_space(args.memory_limit_gb)
     try:
-        record = measure(args.method, args.video, args.size, torch.device(args.device))
-    except (torch.OutOfMemoryError, MemoryError) as error:
-        record = {"method": args.method, "failed": f"out of memory: {str(error).splitlines()[0][:200]}"}
-    except RuntimeError as error:
-        if "can't allocate memory" not in str(error):
+        record = measure(args.method, args.video, args.size, torch.device(args.device), args.max_frames)
+    except Exception as error:
+        if not is_out_of_memory(error):
             raise
-        record = {"method": args.method, "failed": f"out of memory under the {args.memory_limit_gb:g} GB cap"}
+        record = {"method": args.method, "failed": f"out of memory: {str(error).splitlines()[0][:200]}"}
     json.dump(record, sys.stdout)
 
 

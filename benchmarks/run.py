@@ -1,5 +1,5 @@
 """
-`python -m benchmarks.run [--device cpu|cuda] [--frames 1000,2500,5000,10000] [--size tiny|7b] [--repeats 3]`
+`python -m benchmarks.run [--device cpu|cuda] [--frames 1000,2500,5000,10000] [--size tiny|tiny-b32|7b] [--repeats 3]`
 
 Makes a synthetic H.264 video per frame count (640x360, 2 fps, so 1 fps sampling keeps N frames), runs every
 method on it `--repeats` times, each run in a fresh process (`benchmarks.measure`), and writes the medians as JSON,
@@ -18,16 +18,26 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from .measure import METHODS
+from .measure import METHODS, SIZES
 from .synthetic_video import cached_video
 
 
 STAGES = ("decode_resize_score", "select", "vision", "prefill", "decode_per_token")
 
 
-def run_once(method: str, video: Path, size: str, device: str, memory_limit_gb: float) -> dict:
+def default_memory_limit_gb() -> float:
+    """75% of physical memory, in GB: the per-run address-space cap on CPU unless one is given."""
+    return round(0.75 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9, 1)
+
+
+def run_once(
+    method: str, video: Path, size: str, device: str, memory_limit_gb: float, max_frames: int | None = None
+) -> dict:
+    """One `benchmarks.measure` run in a fresh process; its record (`max_frames` thins the sampled frames)."""
     command = [sys.executable, "-m", "benchmarks.measure", "--method", method, "--video", str(video)]
     command += ["--size", size, "--device", device, "--memory-limit-gb", str(memory_limit_gb)]
+    if max_frames is not None:
+        command += ["--max-frames", str(max_frames)]
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(f"{method} on {video.name} failed:\n{result.stderr[-3000:]}")
@@ -135,13 +145,13 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--frames", default="1000,2500,5000,10000", help="comma-separated sampled frame counts")
-    parser.add_argument("--size", choices=["tiny", "7b"], default="tiny")
+    parser.add_argument("--size", choices=SIZES, default="tiny")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument(
         "--memory-limit-gb",
         type=float,
-        default=round(0.75 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9, 1),
+        default=default_memory_limit_gb(),
         help="per-run address-space cap on CPU (default: 75%% of physical memory)",
     )
     parser.add_argument("--output-dir", type=Path, default=Path("benchmarks/results"))

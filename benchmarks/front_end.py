@@ -1,0 +1,197 @@
+"""
+`python -m benchmarks.front_end [--frames 300,1000] [--sizes 640x360,1280x720] [--repeats 3]`
+
+The released evaluation front end against this project's, side by side on the same videos (real footage repeated,
+25 fps, N seconds so that 1 fps sampling keeps about N frames), with the same CLIP ViT-B/32 scorer. Each run is a
+process of its own (`benchmarks.front_end_run`); within a repeat the sides run one after the other, in an order that
+turns with every repeat, so that a slow spell of the machine does not fall on one side only. CLIP's forward pass
+alone over the same frames (`scorer`) is the floor, measured once per video (`--scorer-repeats`).
+
+Writes `benchmarks/results/front-end.json` (every run; new results are merged into what is there) and
+`front-end.png`, and prints the medians and ratios. `--replot` redraws both from the saved JSON.
+"""
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from .looped_footage import cached_looped_video
+from .run import default_memory_limit_gb
+
+
+SIDES = ("original", "project")
+
+
+def run_side(side: str, video: Path, memory_limit_gb: float) -> dict:
+    command = [sys.executable, "-m", "benchmarks.front_end_run", "--side", side, "--video", str(video)]
+    result = subprocess.run(command + ["--memory-limit-gb", str(memory_limit_gb)], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"{side} on {video.name} failed:\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout)
+
+
+def median(records: list[dict], *path: str) -> float | None:
+    values = []
+    for record in records:
+        for key in path:
+            record = record.get(key) if isinstance(record, dict) else None
+        if record is not None:
+            values.append(record)
+    return statistics.median(values) if values else None
+
+
+def summarize(point: dict) -> dict:
+    """Medians of every side's figures at one (size, frames) point, and the ratios the goals are stated in."""
+    summary = {"size": point["size"], "frames": None}
+    for side, records in point["runs"].items():
+        done = [record for record in records if "failed" not in record]
+        if not done:
+            summary[side] = {"failed": records[0]["failed"], "repeats": len(records)}
+            continue
+        summary["frames"] = done[0]["frames"]
+        summary[side] = {
+            "repeats": len(done),
+            "seconds": {stage: median(done, "seconds", stage) for stage in done[0]["seconds"]},
+            "total_seconds": median(done, "total_seconds"),
+            "rss_peak_bytes": median(done, "rss_peak_bytes_overall"),
+        }
+        if "split_seconds" in done[0]:
+            parts = done[0]["split_seconds"]
+            summary[side]["split_seconds"] = {part: median(done, "split_seconds", part) for part in parts}
+    original, project, scorer = (summary.get(side, {}) for side in ("original", "project", "scorer"))
+    ratios = {}
+    if "total_seconds" in original and "total_seconds" in project:
+        ratios["speedup_over_original"] = original["total_seconds"] / project["total_seconds"]
+        ratios["rss_of_original"] = project["rss_peak_bytes"] / original["rss_peak_bytes"]
+    if "seconds" in scorer and "seconds" in project:
+        ratios["front_end_over_scorer"] = project["seconds"]["front_end"] / scorer["seconds"]["score"]
+        ratios["front_end_over_scorer_in_threads"] = (
+            project["seconds"]["front_end"] / scorer["seconds"]["score_in_threads"]
+        )
+    keyframes = {tuple(r["keyframes"]) for records in point["runs"].values() for r in records if "keyframes" in r}
+    summary["same_keyframes"] = len(keyframes) == 1 if keyframes else None
+    summary["ratios"] = ratios
+    return summary
+
+
+def table(summaries: list[dict]) -> str:
+    header = (
+        f"{'size':>9} {'frames':>6} {'original s':>10} {'project s':>9} {'scorer s':>8} {'speedup':>7} "
+        f"{'front/scorer':>12} {'orig RSS GB':>11} {'proj RSS GB':>11} {'RSS ratio':>9} {'same keys':>9}"
+    )
+    lines = [header, "-" * len(header)]
+    for s in sorted(summaries, key=lambda s: (s["size"], s["frames"] or 0)):
+        original, project, scorer = (s.get(side, {}) for side in ("original", "project", "scorer"))
+        ratios = s["ratios"]
+
+        def value(figure, scale=1.0, digits=1):
+            return f"{figure / scale:.{digits}f}" if figure is not None else "-"
+
+        lines.append(
+            f"{s['size']:>9} {s['frames'] or 0:>6} "
+            f"{value(original.get('total_seconds')) if 'failed' not in original else 'OOM':>10} "
+            f"{value(project.get('total_seconds')):>9} {value(scorer.get('seconds', {}).get('score')):>8} "
+            f"{value(ratios.get('speedup_over_original'), digits=2):>7} "
+            f"{value(ratios.get('front_end_over_scorer'), digits=2):>12} "
+            f"{value(original.get('rss_peak_bytes'), 1e9, 2):>11} {value(project.get('rss_peak_bytes'), 1e9, 2):>11} "
+            f"{value(ratios.get('rss_of_original'), digits=2):>9} {str(s['same_keyframes']):>9}"
+        )
+    return "\n".join(lines)
+
+
+def plot(summaries: list[dict], path: Path, title: str) -> None:
+    """Time per stage (stacked bars) and peak memory, each size and frame count side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    points = sorted(summaries, key=lambda s: (s["size"], s["frames"] or 0))
+    labels = [f"{s['size']}\n{s['frames']} frames" for s in points]
+    stage_colours = {
+        "decode": "#4c72b0",
+        "siglip_preprocess": "#55a868",
+        "clip_preprocess": "#8fd18f",
+        "score": "#dd8452",
+        "select": "#937860",
+        "front_end": "#c44e52",
+    }
+    figure, (time_axis, memory_axis) = plt.subplots(1, 2, figsize=(13, 4.8), layout="constrained")
+    width = 0.27
+    for offset, side in zip((-width, 0.0, width), ("original", "project", "scorer"), strict=True):
+        for index, point in enumerate(points):
+            seconds = point.get(side, {}).get("seconds")
+            if not seconds:
+                continue
+            bottom = 0.0
+            for stage, value in seconds.items():
+                if side == "scorer" and stage != "score":
+                    continue
+                colour = stage_colours.get(stage, "#999999")
+                time_axis.bar(index + offset, value, width, bottom=bottom, color=colour, edgecolor="white")
+                bottom += value
+            time_axis.annotate(side[0], (index + offset, bottom), ha="center", va="bottom", fontsize=7)
+    time_axis.legend(
+        handles=[plt.Rectangle((0, 0), 1, 1, color=c) for c in stage_colours.values()],
+        labels=[name.replace("_", " ") for name in stage_colours],
+        fontsize=7,
+    )
+    time_axis.set_title("seconds per stage (o: original, p: project, s: CLIP forward alone)", fontsize=9)
+    for offset, side in zip((-width / 2, width / 2), SIDES, strict=True):
+        values = [point.get(side, {}).get("rss_peak_bytes", 0) / 1e9 for point in points]
+        memory_axis.bar([i + offset for i in range(len(points))], values, width, label=side)
+    memory_axis.set_title("peak resident memory (GB)", fontsize=9)
+    memory_axis.legend(fontsize=8)
+    for axis in (time_axis, memory_axis):
+        axis.set_xticks(range(len(points)), labels, fontsize=7)
+        axis.grid(axis="y", alpha=0.3)
+    figure.suptitle(title, fontsize=10)
+    figure.savefig(path)
+    plt.close(figure)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--frames", default="300,1000", help="sampled frames per video, comma-separated")
+    parser.add_argument("--sizes", default="640x360,1280x720", help="WIDTHxHEIGHT, comma-separated")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--scorer-repeats", type=int, default=1)
+    parser.add_argument("--memory-limit-gb", type=float, default=default_memory_limit_gb())
+    parser.add_argument("--output-dir", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--cache-dir", type=Path, default=Path("benchmarks/.cache"))
+    parser.add_argument("--replot", action="store_true", help="redraw the table and picture from the saved JSON")
+    args = parser.parse_args()
+    results_path = args.output_dir / "front-end.json"
+    saved = json.loads(results_path.read_text()) if results_path.is_file() else {"points": {}}
+    if not args.replot:
+        saved["machine"] = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+        saved["torch"] = torch.__version__
+        points = [(size, int(n)) for size in args.sizes.split(",") for n in args.frames.split(",")]
+        for size, num_frames in tqdm(points, desc="points", unit="point"):
+            width, height = (int(side) for side in size.split("x"))
+            video = cached_looped_video(args.cache_dir, num_frames, width, height)
+            runs: dict[str, list[dict]] = {side: [] for side in (*SIDES, "scorer")}
+            for repeat in tqdm(range(args.repeats), desc=f"{size}, {num_frames} frames", unit="repeat", leave=False):
+                order = list(SIDES) if repeat % 2 == 0 else list(reversed(SIDES))
+                if repeat < args.scorer_repeats:
+                    order.insert(repeat % 3, "scorer")
+                for side in order:
+                    runs[side].append(run_side(side, video, args.memory_limit_gb))
+            saved["points"][f"{size}/{num_frames}"] = {"size": size, "runs": runs}
+            args.output_dir.mkdir(parents=True, exist_ok=True)
+            results_path.write_text(json.dumps(saved, indent=1) + "\n")
+    summaries = [summarize(point) for point in saved["points"].values()]
+    print(table(summaries))
+    title = f"Front end, original vs this project, CLIP ViT-B/32 scorer; {saved['machine']}; medians"
+    plot(summaries, args.output_dir / "front-end.png", title)
+
+
+if __name__ == "__main__":
+    main()
