@@ -401,7 +401,8 @@ def decode_resize_and_score(
     """
     frames = np.empty((len(indices), 3, image_size, image_size), dtype=np.uint8)
     workers = scoring_threads(frame_scorer)
-    embeds, native_size, position = [], (0, 0), 0
+    embeds: torch.Tensor | None = None
+    native_size, position, scored = (0, 0), 0, 0
     with (
         tqdm(total=len(indices), desc="decoding and scoring frames", unit="frame", disable=not show_progress) as bar,
         prefetched(prepare_chunks(source, indices, image_size, frame_scorer, chunk_size, step_seconds)) as chunks,
@@ -410,9 +411,15 @@ def decode_resize_and_score(
         scoring: collections.deque = collections.deque()
 
         def collect_oldest() -> None:
+            nonlocal embeds, scored
             with _timed(step_seconds, "score"):
                 rows = scoring.popleft().result()
-            embeds.append(rows)
+            # Copied out at once into one tensor made here: a scoring thread's result left alive would pin that
+            # thread's malloc heap, and the heap of every chunk's freed activations would stay resident.
+            if embeds is None:
+                embeds = rows.new_empty((len(indices), *rows.shape[1:]))
+            embeds[scored : scored + len(rows)] = rows
+            scored += len(rows)
             bar.update(len(rows))
 
         for chunk in _timed_iteration(chunks, step_seconds, "wait"):
@@ -427,15 +434,15 @@ def decode_resize_and_score(
                 collect_oldest()
         while scoring:
             collect_oldest()
-    return frames, torch.cat(embeds) if frame_scorer is not None else None, native_size
+    return frames, embeds, native_size
 
 
 def scoring_threads(frame_scorer: ChunkScorer | None) -> int:
     """
     Chunks scored at once: on the host, one per torch thread, each chunk's forward on one thread. Small matrices (a
     chunk of 32 CLIP B/32 frames) scale poorly over torch's threads, and its thread team stalls whenever the decoding
-    thread takes one of their cores; whole chunks side by side keep every core busy (1.2x the throughput of one
-    2-thread forward on 2 cores). On an accelerator, one.
+    thread takes one of their cores; whole chunks side by side keep every core busy (1.1x to 1.5x the throughput of
+    one 2-thread forward on 2 cores, docs/performance.md). On an accelerator, one.
     """
     if frame_scorer is None or frame_scorer.device.type != "cpu":
         return 1

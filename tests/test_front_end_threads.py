@@ -1,0 +1,150 @@
+"""
+The processor's front end decodes in one thread and scores in others: it must give what one thread doing everything
+in turn gives, raise errors where the caller sees them, leave nothing running, and leave torch's thread count as it
+was.
+"""
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import CLIP_PATH
+from vilamp.processing import FrameScorer
+from vilamp.processing.video_decoding import DecodedVideo, open_video, resize_frames
+from vilamp.processing.video_processing_vilamp import decode_resize_and_score, prefetched, scoring_threads
+from vilamp.tiny import TINY_SCORER
+
+
+def front_end_threads() -> list[str]:
+    return [thread.name for thread in threading.enumerate() if thread.name.startswith("vilamp-")]
+
+
+def thread_count_of_a_new_thread() -> int:
+    seen = []
+    thread = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
+    thread.start()
+    thread.join()
+    return seen[0]
+
+
+class RecordingScorer:
+    """Scores a frame as its mean pixel value, noting which thread scored it with how many torch threads."""
+
+    device = torch.device("cpu")
+
+    def __init__(self, fail_on_call: int | None = None, meet: int = 1):
+        self.calls: list[tuple[str, int]] = []
+        self.fail_on_call = fail_on_call
+        # The first `meet` calls wait for each other: they pass only if that many run at the same time.
+        self.meeting = threading.Barrier(meet, timeout=20)
+
+    def preprocess(self, frames: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(frames.reshape(len(frames), -1).mean(axis=1, dtype=np.float64))
+
+    def embed_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        self.calls.append((threading.current_thread().name, torch.get_num_threads()))
+        if len(self.calls) <= self.meeting.parties:
+            self.meeting.wait()
+        if len(self.calls) == self.fail_on_call:
+            raise RuntimeError("the scorer failed on purpose")
+        return pixels[:, None]
+
+
+class FailingVideo(DecodedVideo):
+    """Frames in memory whose decoding fails at chunk `fail_at` (never, for None); notes when decoding is closed."""
+
+    def __init__(self, frames: np.ndarray, fail_at: int | None = None):
+        super().__init__(frames, fps=1.0)
+        self.fail_at, self.closed = fail_at, threading.Event()
+
+    def iter_chunks(self, indices, chunk_size):
+        try:
+            for number, chunk in enumerate(super().iter_chunks(indices, chunk_size)):
+                if number == self.fail_at:
+                    raise ValueError("Cannot decode frames of video broken.mp4: on purpose.")
+                yield chunk
+        finally:
+            self.closed.set()
+
+
+def numbered_video(count: int) -> np.ndarray:
+    """Frames whose mean pixel value is their number, so that a score tells which frame it came from."""
+    return np.broadcast_to(np.arange(count, dtype=np.uint8)[:, None, None, None], (count, 8, 8, 3)).copy()
+
+
+def test_threaded_front_end_equals_one_thread_doing_everything_in_turn():
+    source = open_video(str(CLIP_PATH))
+    indices = np.arange(0, source.num_frames, 3)
+    scorer = FrameScorer(TINY_SCORER)
+    threads = torch.get_num_threads()
+    frames, embeds, native_size = decode_resize_and_score(source, indices, 64, scorer, chunk_size=5)
+    expected_frames, expected_embeds = [], []
+    for chunk in source.iter_chunks(indices, 5):
+        expected_frames.append(resize_frames(chunk, 64))
+        expected_embeds.append(scorer.embed_frames(chunk))
+    assert np.array_equal(frames, np.concatenate(expected_frames))
+    # One torch thread per chunk instead of all of them: the same operations, summed in the same order.
+    torch.testing.assert_close(embeds, torch.cat(expected_embeds), rtol=0, atol=1e-6)
+    assert native_size == (720, 1280)
+    assert torch.get_num_threads() == threads and thread_count_of_a_new_thread() == threads
+    assert front_end_threads() == []
+
+
+def test_chunks_are_scored_side_by_side_on_one_thread_each_and_kept_in_order():
+    side_by_side = min(torch.get_num_threads(), 2)
+    scorer = RecordingScorer(meet=side_by_side)
+    frames, embeds, _ = decode_resize_and_score(FailingVideo(numbered_video(23)), np.arange(23), 16, scorer, 4)
+    assert embeds[:, 0].tolist() == list(range(23))
+    assert len(scorer.calls) == 6
+    assert {count for _, count in scorer.calls} == {1}
+    workers = {name for name, _ in scorer.calls}
+    assert all(name.startswith("vilamp-frame-scoring") for name in workers)
+    assert len(workers) >= side_by_side
+
+
+def test_one_torch_thread_scores_in_one_thread(monkeypatch):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert scoring_threads(RecordingScorer()) == 1
+    finally:
+        torch.set_num_threads(threads)
+    accelerator_scorer = RecordingScorer()
+    accelerator_scorer.device = torch.device("meta")
+    assert scoring_threads(accelerator_scorer) == 1
+    assert scoring_threads(None) == 1
+
+
+def test_a_decoding_error_reaches_the_caller_and_stops_everything():
+    video = FailingVideo(numbered_video(20), fail_at=2)
+    with pytest.raises(ValueError, match="broken.mp4"):
+        decode_resize_and_score(video, np.arange(20), 16, RecordingScorer(), 4)
+    assert video.closed.is_set() and front_end_threads() == []
+
+
+def test_a_scorer_error_reaches_the_caller_and_closes_the_decoder():
+    video = FailingVideo(numbered_video(40))
+    threads = torch.get_num_threads()
+    with pytest.raises(RuntimeError, match="on purpose"):
+        decode_resize_and_score(video, np.arange(40), 16, RecordingScorer(fail_on_call=2), 4)
+    assert video.closed.is_set() and front_end_threads() == []
+    assert thread_count_of_a_new_thread() == threads
+
+
+def test_a_consumer_that_stops_early_stops_the_producer():
+    produced = []
+
+    def items():
+        try:
+            for number in range(1000):
+                produced.append(number)
+                yield number
+        finally:
+            produced.append("closed")
+
+    with prefetched(items()) as consumed:
+        assert next(consumed) == 0
+    assert produced[-1] == "closed" and len(produced) < 10
+    assert front_end_threads() == []
