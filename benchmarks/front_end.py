@@ -14,37 +14,22 @@ Writes `benchmarks/results/front-end.json` (every run; new results are merged in
 import argparse
 import json
 import platform
-import statistics
-import subprocess
-import sys
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
 from .looped_footage import cached_looped_video
-from .run import default_memory_limit_gb
+from .run import default_memory_limit_gb, median_of, run_json_module
 
 
 SIDES = ("original", "project")
 
 
 def run_side(side: str, video: Path, memory_limit_gb: float) -> dict:
-    command = [sys.executable, "-m", "benchmarks.front_end_run", "--side", side, "--video", str(video)]
-    result = subprocess.run(command + ["--memory-limit-gb", str(memory_limit_gb)], capture_output=True, text=True)
-    if result.returncode != 0:
-        raise RuntimeError(f"{side} on {video.name} failed:\n{result.stderr[-3000:]}")
-    return json.loads(result.stdout)
-
-
-def median(records: list[dict], *path: str) -> float | None:
-    values = []
-    for record in records:
-        for key in path:
-            record = record.get(key) if isinstance(record, dict) else None
-        if record is not None:
-            values.append(record)
-    return statistics.median(values) if values else None
+    """One `benchmarks.front_end_run` run in a fresh process; its record."""
+    arguments = ["--side", side, "--video", str(video), "--memory-limit-gb", str(memory_limit_gb)]
+    return run_json_module("benchmarks.front_end_run", arguments, f"{side} on {video.name}")
 
 
 def summarize(point: dict) -> dict:
@@ -58,13 +43,13 @@ def summarize(point: dict) -> dict:
         summary["frames"] = done[0]["frames"]
         summary[side] = {
             "repeats": len(done),
-            "seconds": {stage: median(done, "seconds", stage) for stage in done[0]["seconds"]},
-            "total_seconds": median(done, "total_seconds"),
-            "rss_peak_bytes": median(done, "rss_peak_bytes_overall"),
+            "seconds": {stage: median_of(done, "seconds", stage) for stage in done[0]["seconds"]},
+            "total_seconds": median_of(done, "total_seconds"),
+            "rss_peak_bytes": median_of(done, "rss_peak_bytes_overall"),
         }
         if "split_seconds" in done[0]:
             parts = done[0]["split_seconds"]
-            summary[side]["split_seconds"] = {part: median(done, "split_seconds", part) for part in parts}
+            summary[side]["split_seconds"] = {part: median_of(done, "split_seconds", part) for part in parts}
     original, project, scorer = (summary.get(side, {}) for side in ("original", "project", "scorer"))
     ratios = {}
     if "total_seconds" in original and "total_seconds" in project:

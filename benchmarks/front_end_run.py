@@ -19,7 +19,6 @@ import argparse
 import json
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +36,7 @@ from .measure import (
     dense_similarity_keyframes,
     is_out_of_memory,
     read_peak_rss,
-    reset_peak_rss,
+    stage,
 )
 
 
@@ -46,16 +45,8 @@ QUESTION = "What does the rabbit do when the butterfly lands on its nose?"
 # The released Video-MME script's cap; every size measured here is below it.
 MAX_FRAMES = 3600
 SIGLIP_SIZE = 384
-
-
-@contextmanager
-def stage(record: dict, name: str):
-    """Times the block and records its peak resident memory (VmHWM, reset at the start)."""
-    reset_peak_rss()
-    start = time.perf_counter()
-    yield
-    record["seconds"][name] = time.perf_counter() - start
-    record["rss_peak_bytes"][name] = read_peak_rss()
+# Every stage runs on the host: the released scripts' front end as it runs on a CPU.
+HOST = torch.device("cpu")
 
 
 def released_scorer() -> FrameScorer:
@@ -107,17 +98,17 @@ def clip_preprocess(frames: list[Image.Image], scorer: FrameScorer) -> torch.Ten
 
 
 def run_original(video: Path, scorer: FrameScorer, record: dict) -> torch.Tensor:
-    with stage(record, "decode"):
+    with stage(record, "decode", HOST):
         images = decode_with_opencv(video)
         video_frames = np.array([np.array(image) for image in images])
-    with stage(record, "siglip_preprocess"):
+    with stage(record, "siglip_preprocess", HOST):
         siglip_pixels = siglip_preprocess(video_frames)
-    with stage(record, "clip_preprocess"):
+    with stage(record, "clip_preprocess", HOST):
         clip_pixels = clip_preprocess(images, scorer)
-    with stage(record, "score"):
+    with stage(record, "score", HOST):
         frame_embeds = scorer.embed_pixels(clip_pixels)
         query_embed = scorer.embed_queries([QUESTION])[0]
-    with stage(record, "select"):
+    with stage(record, "select", HOST):
         mask = dense_similarity_keyframes(frame_embeds, query_embed)
     record["frames"] = len(images)
     record["held_bytes"] = video_frames.nbytes + siglip_pixels.nbytes + clip_pixels.nbytes
@@ -127,12 +118,12 @@ def run_original(video: Path, scorer: FrameScorer, record: dict) -> torch.Tensor
 def run_project(video: Path, scorer: FrameScorer, record: dict) -> torch.Tensor:
     processor = VilampVideoProcessor(max_frames=MAX_FRAMES)
     record["split_seconds"] = {}
-    with stage(record, "front_end"):
+    with stage(record, "front_end", HOST):
         processed = processor.process_video(
             str(video), max_frames=MAX_FRAMES, frame_scorer=scorer, step_seconds=record["split_seconds"]
         )
         query_embed = scorer.embed_queries([QUESTION])[0]
-    with stage(record, "select"):
+    with stage(record, "select", HOST):
         mask = select_keyframes(processed.frame_embeds, query_embed, 32, 0.85)
     record["frames"] = len(processed.frames)
     record["held_bytes"] = processed.frames.nbytes
@@ -144,10 +135,10 @@ def run_scorer(video: Path, scorer: FrameScorer, record: dict) -> None:
     indices = source.sample(1.0, MAX_FRAMES)
     chunk_size = VilampVideoProcessor.decode_chunk_size
     inputs = [chunk.scorer_inputs for chunk in prepare_chunks(source, indices, SIGLIP_SIZE, scorer, chunk_size)]
-    with stage(record, "score"):
+    with stage(record, "score", HOST):
         for pixels in inputs:
             scorer.embed_pixels(pixels)
-    with stage(record, "score_in_threads"), scoring_pool(scoring_threads(scorer)) as pool:
+    with stage(record, "score_in_threads", HOST), scoring_pool(scoring_threads(scorer)) as pool:
         list(pool.map(scorer.embed_pixels, inputs))
     record["frames"] = len(indices)
 

@@ -30,18 +30,23 @@ def default_memory_limit_gb() -> float:
     return round(0.75 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9, 1)
 
 
+def run_json_module(module: str, arguments: list[str], what: str) -> dict:
+    """Runs `python -m <module> <arguments>` in a fresh process and returns the JSON record it prints."""
+    result = subprocess.run([sys.executable, "-m", module, *arguments], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"{what} failed:\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout)
+
+
 def run_once(
     method: str, video: Path, size: str, device: str, memory_limit_gb: float, max_frames: int | None = None
 ) -> dict:
     """One `benchmarks.measure` run in a fresh process; its record (`max_frames` thins the sampled frames)."""
-    command = [sys.executable, "-m", "benchmarks.measure", "--method", method, "--video", str(video)]
-    command += ["--size", size, "--device", device, "--memory-limit-gb", str(memory_limit_gb)]
+    arguments = ["--method", method, "--video", str(video), "--size", size, "--device", device]
+    arguments += ["--memory-limit-gb", str(memory_limit_gb)]
     if max_frames is not None:
-        command += ["--max-frames", str(max_frames)]
-    result = subprocess.run(command, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise RuntimeError(f"{method} on {video.name} failed:\n{result.stderr[-3000:]}")
-    return json.loads(result.stdout)
+        arguments += ["--max-frames", str(max_frames)]
+    return run_json_module("benchmarks.measure", arguments, f"{method} on {video.name}")
 
 
 def median_of(records: list[dict], *path: str) -> float | None:
