@@ -1,5 +1,5 @@
 """
-`python -m benchmarks.front_end [--frames 300,1000] [--sizes 640x360,1280x720] [--repeats 3]`
+`python -m benchmarks.front_end [--frames 300,1000,3000] [--sizes 640x360,1280x720] [--repeats 3]`
 
 The released evaluation front end against this project's, side by side on the same videos (real footage repeated,
 25 fps, N seconds so that 1 fps sampling keeps about N frames), with the same CLIP ViT-B/32 scorer. Each run is a
@@ -38,7 +38,9 @@ def summarize(point: dict) -> dict:
     for side, records in point["runs"].items():
         done = [record for record in records if "failed" not in record]
         if not done:
-            summary[side] = {"failed": records[0]["failed"], "repeats": len(records)}
+            # What the run held when its allocation failed: a floor under what it would have needed.
+            rss_at_failure = median_of(records, "rss_peak_bytes_overall")
+            summary[side] = {"failed": records[0]["failed"], "repeats": len(records), "rss_at_failure": rss_at_failure}
             continue
         summary["frames"] = done[0]["frames"]
         summary[side] = {
@@ -66,26 +68,39 @@ def summarize(point: dict) -> dict:
     return summary
 
 
+def in_order(summaries: list[dict]) -> list[dict]:
+    """The points by frame size (pixels), then by sampled frames."""
+
+    def pixels(size: str) -> int:
+        width, height = (int(side) for side in size.split("x"))
+        return width * height
+
+    return sorted(summaries, key=lambda s: (pixels(s["size"]), s["frames"] or 0))
+
+
 def table(summaries: list[dict]) -> str:
     header = (
         f"{'size':>9} {'frames':>6} {'original s':>10} {'project s':>9} {'scorer s':>8} {'speedup':>7} "
         f"{'front/scorer':>12} {'orig RSS GB':>11} {'proj RSS GB':>11} {'RSS ratio':>9} {'same keys':>9}"
     )
     lines = [header, "-" * len(header)]
-    for s in sorted(summaries, key=lambda s: (s["size"], s["frames"] or 0)):
+    for s in in_order(summaries):
         original, project, scorer = (s.get(side, {}) for side in ("original", "project", "scorer"))
         ratios = s["ratios"]
 
         def value(figure, scale=1.0, digits=1):
             return f"{figure / scale:.{digits}f}" if figure is not None else "-"
 
+        original_rss = value(original.get("rss_peak_bytes"), 1e9, 2)
+        if "failed" in original:
+            original_rss = ">" + value(original["rss_at_failure"], 1e9, 2)
         lines.append(
             f"{s['size']:>9} {s['frames'] or 0:>6} "
             f"{value(original.get('total_seconds')) if 'failed' not in original else 'OOM':>10} "
             f"{value(project.get('total_seconds')):>9} {value(scorer.get('seconds', {}).get('score')):>8} "
             f"{value(ratios.get('speedup_over_original'), digits=2):>7} "
             f"{value(ratios.get('front_end_over_scorer'), digits=2):>12} "
-            f"{value(original.get('rss_peak_bytes'), 1e9, 2):>11} {value(project.get('rss_peak_bytes'), 1e9, 2):>11} "
+            f"{original_rss:>11} {value(project.get('rss_peak_bytes'), 1e9, 2):>11} "
             f"{value(ratios.get('rss_of_original'), digits=2):>9} {str(s['same_keyframes']):>9}"
         )
     return "\n".join(lines)
@@ -98,7 +113,7 @@ def plot(summaries: list[dict], path: Path, title: str) -> None:
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
-    points = sorted(summaries, key=lambda s: (s["size"], s["frames"] or 0))
+    points = in_order(summaries)
     labels = [f"{s['size']}\n{s['frames']} frames" for s in points]
     stage_colours = {
         "decode": "#4c72b0",
@@ -112,6 +127,11 @@ def plot(summaries: list[dict], path: Path, title: str) -> None:
     width = 0.27
     for offset, side in zip((-width, 0.0, width), ("original", "project", "scorer"), strict=True):
         for index, point in enumerate(points):
+            if "failed" in point.get(side, {}):
+                time_axis.annotate(
+                    f"{side[0]}: out of memory", (index + offset, 0), ha="center", va="bottom", rotation=90, fontsize=7
+                )
+                continue
             seconds = point.get(side, {}).get("seconds")
             if not seconds:
                 continue
@@ -129,11 +149,20 @@ def plot(summaries: list[dict], path: Path, title: str) -> None:
         fontsize=7,
     )
     time_axis.set_title("seconds per stage (o: original, p: project, s: CLIP forward alone)", fontsize=9)
-    for offset, side in zip((-width / 2, width / 2), SIDES, strict=True):
-        values = [point.get(side, {}).get("rss_peak_bytes", 0) / 1e9 for point in points]
-        memory_axis.bar([i + offset for i in range(len(points))], values, width, label=side)
-    memory_axis.set_title("peak resident memory (GB)", fontsize=9)
-    memory_axis.legend(fontsize=8)
+    for offset, side, colour in zip((-width / 2, width / 2), SIDES, ("#1f77b4", "#ff7f0e"), strict=True):
+        for index, point in enumerate(points):
+            figures = point.get(side, {})
+            failed = "failed" in figures
+            gigabytes = figures.get("rss_at_failure" if failed else "rss_peak_bytes", 0) / 1e9
+            memory_axis.bar(
+                index + offset, gigabytes, width, color=colour, hatch="//" if failed else None, edgecolor="white"
+            )
+            if failed:
+                memory_axis.annotate("OOM", (index + offset, gigabytes), ha="center", va="bottom", fontsize=7)
+    memory_axis.legend(
+        handles=[plt.Rectangle((0, 0), 1, 1, color=c) for c in ("#1f77b4", "#ff7f0e")], labels=list(SIDES), fontsize=8
+    )
+    memory_axis.set_title("peak resident memory (GB); hatched: held when it ran out of memory", fontsize=9)
     for axis in (time_axis, memory_axis):
         axis.set_xticks(range(len(points)), labels, fontsize=7)
         axis.grid(axis="y", alpha=0.3)
@@ -144,7 +173,7 @@ def plot(summaries: list[dict], path: Path, title: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--frames", default="300,1000", help="sampled frames per video, comma-separated")
+    parser.add_argument("--frames", default="300,1000,3000", help="sampled frames per video, comma-separated")
     parser.add_argument("--sizes", default="640x360,1280x720", help="WIDTHxHEIGHT, comma-separated")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--scorer-repeats", type=int, default=1)

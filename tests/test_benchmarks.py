@@ -37,3 +37,34 @@ def test_synthetic_video_is_h264_at_2_fps(tmp_path):
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         assert stream.codec_context.name == "h264" and (stream.width, stream.height) == (640, 360)
+
+
+def front_end_record(side: str, rss_gb: float, seconds: float | None = None) -> dict:
+    """One `benchmarks.front_end_run` record: finished in `seconds`, or out of memory when that is None."""
+    record = {"side": side, "seconds": {}, "rss_peak_bytes_overall": rss_gb * 1e9}
+    if seconds is None:
+        record["failed"] = "out of memory: Unable to allocate 4.95 GiB"
+    else:
+        record.update(seconds={"front_end": seconds}, total_seconds=seconds, frames=3005, keyframes=[0, 7])
+    return record
+
+
+def test_front_end_summary_reports_a_side_that_ran_out_of_memory(tmp_path):
+    from benchmarks.front_end import plot, summarize, table
+
+    point = {
+        "size": "640x360",
+        "runs": {
+            "original": [front_end_record("original", gb) for gb in (8.0, 9.0, 8.5)],
+            "project": [front_end_record("project", gb, s) for gb, s in ((3.4, 280.0), (3.5, 290.0), (3.6, 300.0))],
+        },
+    }
+    summary = summarize(point)
+    # The median of what the failed runs held: a floor under what they needed, not a peak they reached.
+    assert summary["original"]["rss_at_failure"] == 8.5e9 and "out of memory" in summary["original"]["failed"]
+    assert summary["project"]["total_seconds"] == 290.0 and summary["project"]["rss_peak_bytes"] == 3.5e9
+    assert summary["ratios"] == {} and summary["same_keyframes"] is True
+    (row,) = table([summary]).splitlines()[2:]
+    assert row.split() == ["640x360", "3005", "OOM", "290.0", "-", "-", "-", ">8.50", "3.50", "-", "True"]
+    plot([summary], tmp_path / "front-end.png", "title")
+    assert (tmp_path / "front-end.png").stat().st_size > 0
