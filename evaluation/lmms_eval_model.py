@@ -8,7 +8,7 @@ question (`prompts.parse_prompt`) is the CLIP query for keyframe selection and f
 `protocol=released` (the default) the LLM gets the released scripts' prompt and, for the benchmarks they cover,
 their `max_new_tokens`; `protocol=lmms_eval` keeps lmms-eval's prompt and generation settings. Data parallelism is
 lmms-eval's: `accelerate launch --num_processes N -m lmms_eval ...` gives every process its share of the requests
-and this model the GPU of its local rank.
+and this model the GPU of its local rank (`torchrun` on a machine without GPUs runs the processes on the CPU).
 """
 
 import json
@@ -19,6 +19,7 @@ import torch
 from accelerate import Accelerator
 from lmms_eval.api.instance import Instance
 from lmms_eval.api.model import lmms
+from loguru import logger
 from tqdm import tqdm
 
 from .prompts import RELEASED_MAX_NEW_TOKENS, parse_prompt, released_prompt
@@ -64,7 +65,7 @@ class Vilamp(lmms):
             protocol: `released` (the released scripts' LLM prompt and answer length) or `lmms_eval` (the task's).
             batch_size: Questions per forward pass; prompts are left-padded.
             device: Where the model runs; CUDA when torch sees one, else CPU. Under data parallelism, the local
-                rank's GPU.
+                rank's GPU (the CPU when the processes have none).
             dtype: `auto` (the checkpoint's, bfloat16 for the released model) or a torch dtype name.
             attn_implementation: transformers' attention implementation (`sdpa`, `flash_attention_2`, ...).
             trust_remote_code: Load the code the model ships beside its weights instead of this package's.
@@ -78,8 +79,10 @@ class Vilamp(lmms):
 
         self.accelerator = Accelerator()
         if self.accelerator.num_processes > 1:
-            self._device = torch.device(f"cuda:{self.accelerator.local_process_index}")
+            # The local rank's GPU; the CPU when accelerate runs the processes without GPUs.
+            self._device = self.accelerator.device
             self._rank, self._world_size = self.accelerator.process_index, self.accelerator.num_processes
+            logger.info(f"vilamp: data parallel, process {self._rank} of {self._world_size} on {self._device}")
         else:
             self._device = resolve_device(device or "auto")
         model, self.processor = load_model_and_processor(pretrained, self._device, dtype, trust_remote_code)

@@ -69,7 +69,8 @@ def expected_answers(directory: Path, docs: list[dict], max_frames: int) -> list
     return answers
 
 
-def test_lmms_eval_cli_runs_vilamp_on_a_local_task(tmp_path, tiny_dir, task_docs):
+def run_lmms_eval(tmp_path: Path, tiny_dir: Path, task_docs: list[dict], launcher: list[str], batch_size: int):
+    """lmms-eval's CLI on the tiny task, started by `launcher`; (its run, the results, the samples by doc id)."""
     write_task(tmp_path / "task", "vilamp_tiny_mc", task_docs, max_new_tokens=3)
     env = {
         **os.environ,
@@ -79,28 +80,51 @@ def test_lmms_eval_cli_runs_vilamp_on_a_local_task(tmp_path, tiny_dir, task_docs
         "HF_DATASETS_OFFLINE": "1",
     }
     command = [
-        sys.executable, "-m", "lmms_eval", "eval", "--model", "vilamp",
+        *launcher, "-m", "lmms_eval", "eval", "--model", "vilamp",
         "--model_args", f"pretrained={tiny_dir},max_frames=4,num_keyframes=2,device=cpu",
-        "--tasks", "vilamp_tiny_mc", "--include_path", str(tmp_path / "task"), "--batch_size", "2",
-        "--output_path", str(tmp_path / "out"), "--log_samples",
+        "--tasks", "vilamp_tiny_mc", "--include_path", str(tmp_path / "task"), "--batch_size", str(batch_size),
+        "--output_path", str(tmp_path / "out"), "--log_samples", "--verbosity", "INFO",
     ]  # fmt: skip
-    run = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=240)
+    run = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     (results_file,) = glob.glob(str(tmp_path / "out" / "*" / "*_results.json"))
     (samples_file,) = glob.glob(str(tmp_path / "out" / "*" / "*_samples_vilamp_tiny_mc.jsonl"))
     samples = sorted(
         (json.loads(line) for line in Path(samples_file).read_text().splitlines()), key=lambda s: s["doc_id"]
     )
+    return run, json.loads(Path(results_file).read_text()), samples
+
+
+def accuracy_of(docs: list[dict], responses: list[str]) -> float:
+    """The task's metric recomputed from the responses with the task's own scoring."""
+    scored = zip(docs, responses, strict=True)
+    correct = [process_results(doc, [response])["accuracy"]["correct"] for doc, response in scored]
+    return 100.0 * sum(correct) / len(correct)
+
+
+def test_lmms_eval_cli_runs_vilamp_on_a_local_task(tmp_path, tiny_dir, task_docs):
+    run, results, samples = run_lmms_eval(tmp_path, tiny_dir, task_docs, [sys.executable], batch_size=2)
     responses = [sample["filtered_resps"] for sample in samples]
     # Batched (2 per pass, left-padded) and through lmms-eval, the answers are those of one direct call each.
     assert responses == expected_answers(tiny_dir, task_docs, max_frames=4)
-    correct = [
-        process_results(doc, [response])["accuracy"]["correct"]
-        for doc, response in zip(task_docs, responses, strict=True)
-    ]
-    accuracy = json.loads(Path(results_file).read_text())["results"]["vilamp_tiny_mc"]["accuracy,none"]
-    assert accuracy == pytest.approx(100.0 * sum(correct) / len(correct))
+    accuracy = results["results"]["vilamp_tiny_mc"]["accuracy,none"]
+    assert accuracy == pytest.approx(accuracy_of(task_docs, responses))
     assert "vilamp_tiny_mc" in run.stdout and "accuracy" in run.stdout
+
+
+def test_lmms_eval_runs_vilamp_data_parallel_on_two_processes(tmp_path, tiny_dir, task_docs):
+    # Two processes as torchrun starts them (`accelerate launch --num_processes 2` does the same on GPUs): lmms-eval
+    # gives each rank its share of the questions and gathers the answers on rank 0.
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    run, results, samples = run_lmms_eval(tmp_path, tiny_dir, task_docs, launcher, batch_size=1)
+    log = run.stdout + run.stderr
+    assert "Running on rank 0" in log and "Running on rank 1" in log, log[-3000:]
+    # Every question answered once across the two processes, with the answers of one direct call each.
+    assert [sample["doc_id"] for sample in samples] == list(range(len(task_docs)))
+    responses = [sample["filtered_resps"] for sample in samples]
+    assert responses == expected_answers(tiny_dir, task_docs, max_frames=4)
+    accuracy = results["results"]["vilamp_tiny_mc"]["accuracy,none"]
+    assert accuracy == pytest.approx(accuracy_of(task_docs, responses))
 
 
 def test_entry_point_registers_vilamp():
