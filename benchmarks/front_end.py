@@ -91,12 +91,12 @@ def table(summaries: list[dict]) -> str:
         def value(figure, scale=1.0, digits=1):
             return f"{figure / scale:.{digits}f}" if figure is not None else "-"
 
+        original_seconds = value(original.get("total_seconds"))
         original_rss = value(original.get("rss_peak_bytes"), 1e9, 2)
         if "failed" in original:
-            original_rss = ">" + value(original["rss_at_failure"], 1e9, 2)
+            original_seconds, original_rss = "OOM", ">" + value(original["rss_at_failure"], 1e9, 2)
         lines.append(
-            f"{s['size']:>9} {s['frames'] or 0:>6} "
-            f"{value(original.get('total_seconds')) if 'failed' not in original else 'OOM':>10} "
+            f"{s['size']:>9} {s['frames'] or 0:>6} {original_seconds:>10} "
             f"{value(project.get('total_seconds')):>9} {value(scorer.get('seconds', {}).get('score')):>8} "
             f"{value(ratios.get('speedup_over_original'), digits=2):>7} "
             f"{value(ratios.get('front_end_over_scorer'), digits=2):>12} "
@@ -149,7 +149,8 @@ def plot(summaries: list[dict], path: Path, title: str) -> None:
         fontsize=7,
     )
     time_axis.set_title("seconds per stage (o: original, p: project, s: CLIP forward alone)", fontsize=9)
-    for offset, side, colour in zip((-width / 2, width / 2), SIDES, ("#1f77b4", "#ff7f0e"), strict=True):
+    side_colours = dict(zip(SIDES, ("#1f77b4", "#ff7f0e"), strict=True))
+    for offset, (side, colour) in zip((-width / 2, width / 2), side_colours.items(), strict=True):
         for index, point in enumerate(points):
             figures = point.get(side, {})
             failed = "failed" in figures
@@ -160,7 +161,7 @@ def plot(summaries: list[dict], path: Path, title: str) -> None:
             if failed:
                 memory_axis.annotate("OOM", (index + offset, gigabytes), ha="center", va="bottom", fontsize=7)
     memory_axis.legend(
-        handles=[plt.Rectangle((0, 0), 1, 1, color=c) for c in ("#1f77b4", "#ff7f0e")], labels=list(SIDES), fontsize=8
+        handles=[plt.Rectangle((0, 0), 1, 1, color=c) for c in side_colours.values()], labels=list(SIDES), fontsize=8
     )
     memory_axis.set_title("peak resident memory (GB); hatched: held when it ran out of memory", fontsize=9)
     for axis in (time_axis, memory_axis):
