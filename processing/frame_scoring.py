@@ -85,9 +85,8 @@ class FrameScorer:
 
     def preprocess(self, frames: np.ndarray) -> torch.Tensor:
         """
-        `(N, H, W, 3)` uint8 RGB frames -> `(N, 3, S, S)` normalised CLIP inputs. Pure PIL and NumPy, no torch
-        operator: the processor runs it in its decoding thread, where torch's thread pool would compete with the
-        scorer's forward for the same cores.
+        `(N, H, W, 3)` uint8 RGB frames -> `(N, 3, S, S)` normalised CLIP inputs, with PIL and NumPy: the processor
+        runs it in its scoring threads, each chunk on one thread, just before the chunk's forward pass.
         """
         size = self.image_size
         crops = np.empty((len(frames), size, size, 3), dtype=np.uint8)

@@ -17,8 +17,8 @@ VilampVideoProcessor: a video (file, URL or decoded frames) -> its sampled frame
 Sampling is the released evaluation's (about one frame per second, at most `max_frames`; see `video_decoding`), or
 `num_frames` spread uniformly. Frames are decoded a chunk at a time and resized at once, bicubic without keeping the
 aspect with PIL, pixel for pixel the original's SigLIP preprocessing; a caller may score each native-resolution
-chunk on the way (the processor's CLIP frame scorer), so that no more than one chunk of full-size frames is ever
-held. Normalisation (mean 0.5, std 0.5) happens inside the model, which takes the uint8 frames.
+chunk on the way (the processor's CLIP frame scorer), so that only the few chunks in flight are ever held at full
+size. Normalisation (mean 0.5, std 0.5) happens inside the model, which takes the uint8 frames.
 """
 
 import collections
@@ -51,8 +51,8 @@ from .video_decoding import (
 )
 
 
-# Chunks decoded ahead of the scorer: one keeps the decoding thread busy while a chunk is scored; more would only hold
-# more frames (a chunk of 32 prepared 384 px frames with their CLIP inputs is 33 MB).
+# Decoded chunks queued for the scoring threads: one keeps the decoding thread busy while every scoring thread has a
+# chunk; more would only hold more native-resolution frames (a chunk of 32 is 88 MB at 720p, 796 MB at 4K).
 PREFETCH_CHUNKS = 1
 # Marks the end of an iteration (an iterator may yield None).
 _END = object()
@@ -109,19 +109,21 @@ class ChunkScorer(Protocol):
         """Where the forward pass runs."""
 
     def preprocess(self, frames: np.ndarray) -> torch.Tensor:
-        """`(n, H, W, 3)` uint8 native-resolution frames -> the scorer's inputs; runs in the decoding thread."""
+        """`(n, H, W, 3)` uint8 native-resolution frames -> the scorer's inputs; runs in a scoring thread."""
 
     def embed_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
         """The inputs `preprocess` made -> `(n, D)` embeddings; may run in several threads at once."""
 
 
 @dataclass
-class DecodedChunk:
-    """One chunk as the decoding thread hands it over: resized frames, scorer inputs, native frame size."""
+class PreparedChunk:
+    """One decoded chunk as a scoring thread hands it back: resized frames, scorer inputs or embeddings."""
 
     frames: np.ndarray  # (n, 3, image_size, image_size) uint8
     scorer_inputs: torch.Tensor | None
     native_size: tuple[int, int]
+    resize_seconds: float  # spent resizing and preprocessing
+    embeds: torch.Tensor | None = None
 
 
 def make_video_list(videos) -> list:
@@ -258,9 +260,9 @@ class VilampVideoProcessor(BaseVideoProcessor):
         time, keeping each frame resized to the tower's size as uint8. Frames given in memory are at
         `video_metadata["fps"]` frames per second, or `fps` (default 1). `frame_scorer`, when given, embeds every
         frame from its native-resolution chunk while that is at hand (see `decode_resize_and_score`). When
-        `step_seconds` is given, seconds are added to it: `decode` and `resize` (for the tower and the scorer), spent
-        in the decoding thread, and what this thread spent waiting for decoded chunks (`wait`) and for their scores
-        (`score`); the two overlap with the first two.
+        `step_seconds` is given, seconds are added to it: `decode`, spent in the decoding thread; `resize` (for the
+        tower and the scorer), summed over the scoring threads; and what this thread spent waiting for decoded chunks
+        (`wait`) and for their scores (`score`), which overlap with the first two.
         """
         given = VilampVideoMetadata(**dict(video_metadata)) if video_metadata is not None else None
         decoded_fps = (given.fps if given is not None and given.fps else None) or fps or self.fps
@@ -391,9 +393,11 @@ def decode_resize_and_score(
     Decodes the frames at `indices` `chunk_size` at a time, keeps each resized to `image_size` as uint8 and scores
     each native-resolution chunk with `frame_scorer`; native-resolution pixels never outlive their chunk.
 
-    The scorer's forward pass is most of the work. Decoding, resizing and the scorer's preprocessing run in a thread
-    of their own, ahead of it, so that they overlap with it instead of adding to it; on the host, chunks are scored
-    by `scoring_threads()` threads at once (see there).
+    One thread decodes, a chunk ahead; `scoring_threads()` others (see there) each take a whole decoded chunk, resize
+    it, preprocess it for the scorer and score it, chunks side by side. Decoding has to follow the stream's order, so
+    it is all its thread does: resizing and preprocessing, which any thread can do for any chunk, spread over the
+    scoring threads instead of queueing behind it (at 720p they made the decoding thread the front end's longest
+    path; docs/performance.md).
 
     Returns:
         `(N, 3, image_size, image_size)` uint8 frames, the `(N, D)` scorer embeddings (`None` without a scorer), and
@@ -402,37 +406,36 @@ def decode_resize_and_score(
     frames = np.empty((len(indices), 3, image_size, image_size), dtype=np.uint8)
     workers = scoring_threads(frame_scorer)
     embeds: torch.Tensor | None = None
-    native_size, position, scored = (0, 0), 0, 0
+    native_size, done = (0, 0), 0
     with (
         tqdm(total=len(indices), desc="decoding and scoring frames", unit="frame", disable=not show_progress) as bar,
-        prefetched(prepare_chunks(source, indices, image_size, frame_scorer, chunk_size, step_seconds)) as chunks,
+        prefetched(_timed_iteration(source.iter_chunks(indices, chunk_size), step_seconds, "decode")) as chunks,
         scoring_pool(workers) as pool,
     ):
-        scoring: collections.deque = collections.deque()
+        pending: collections.deque = collections.deque()
 
         def collect_oldest() -> None:
-            nonlocal embeds, scored
+            nonlocal embeds, done, native_size
             with _timed(step_seconds, "score"):
-                rows = scoring.popleft().result()
-            # Copied out at once into one tensor made here: a scoring thread's result left alive would pin that
-            # thread's malloc heap, and the heap of every chunk's freed activations would stay resident.
-            if embeds is None:
-                embeds = rows.new_empty((len(indices), *rows.shape[1:]))
-            embeds[scored : scored + len(rows)] = rows
-            scored += len(rows)
-            bar.update(len(rows))
+                chunk = pending.popleft().result()
+            # Copied out at once into arrays made here: a scoring thread's result left alive would pin that thread's
+            # malloc heap, and the heap of every chunk's freed native frames and activations would stay resident.
+            frames[done : done + len(chunk.frames)] = chunk.frames
+            if chunk.embeds is not None:
+                if embeds is None:
+                    embeds = chunk.embeds.new_empty((len(indices), *chunk.embeds.shape[1:]))
+                embeds[done : done + len(chunk.embeds)] = chunk.embeds
+            done += len(chunk.frames)
+            native_size = chunk.native_size
+            if step_seconds is not None:
+                step_seconds["resize"] = step_seconds.get("resize", 0.0) + chunk.resize_seconds
+            bar.update(len(chunk.frames))
 
         for chunk in _timed_iteration(chunks, step_seconds, "wait"):
-            frames[position : position + len(chunk.frames)] = chunk.frames
-            position += len(chunk.frames)
-            native_size = chunk.native_size
-            if frame_scorer is None:
-                bar.update(len(chunk.frames))
-                continue
-            scoring.append(pool.submit(frame_scorer.embed_pixels, chunk.scorer_inputs))
-            if len(scoring) == workers:
+            pending.append(pool.submit(resize_and_score_chunk, chunk, image_size, frame_scorer))
+            if len(pending) == workers:
                 collect_oldest()
-        while scoring:
+        while pending:
             collect_oldest()
     return frames, embeds, native_size
 
@@ -466,20 +469,21 @@ def scoring_pool(workers: int) -> Iterator[concurrent.futures.Executor]:
         torch.set_num_threads(threads)
 
 
-def prepare_chunks(
-    source: VideoSource,
-    indices: np.ndarray,
-    image_size: int,
-    frame_scorer: ChunkScorer | None,
-    chunk_size: int,
-    step_seconds: dict[str, float] | None = None,
-) -> Iterator[DecodedChunk]:
-    """The chunks of `indices` decoded, resized for the tower and preprocessed for the scorer, one at a time."""
-    for chunk in _timed_iteration(source.iter_chunks(indices, chunk_size), step_seconds, "decode"):
-        with _timed(step_seconds, "resize"):
-            resized = resize_frames(chunk, image_size)
-            scorer_inputs = frame_scorer.preprocess(chunk) if frame_scorer is not None else None
-        yield DecodedChunk(resized, scorer_inputs, tuple(chunk.shape[1:3]))
+def prepare_chunk(chunk: np.ndarray, image_size: int, frame_scorer: ChunkScorer | None) -> PreparedChunk:
+    """One decoded `(n, H, W, 3)` chunk resized for the tower and preprocessed for the scorer."""
+    start = time.perf_counter()
+    resized = resize_frames(chunk, image_size)
+    scorer_inputs = frame_scorer.preprocess(chunk) if frame_scorer is not None else None
+    return PreparedChunk(resized, scorer_inputs, tuple(chunk.shape[1:3]), time.perf_counter() - start)
+
+
+def resize_and_score_chunk(chunk: np.ndarray, image_size: int, frame_scorer: ChunkScorer | None) -> PreparedChunk:
+    """`prepare_chunk`, then the scorer's embeddings of the chunk (what a scoring thread does with a chunk)."""
+    prepared = prepare_chunk(chunk, image_size, frame_scorer)
+    if frame_scorer is not None:
+        prepared.embeds = frame_scorer.embed_pixels(prepared.scorer_inputs)
+        prepared.scorer_inputs = None
+    return prepared
 
 
 @contextlib.contextmanager

@@ -36,11 +36,13 @@ class RecordingScorer:
 
     def __init__(self, fail_on_call: int | None = None, meet: int = 1):
         self.calls: list[tuple[str, int]] = []
+        self.preprocessed_in: list[str] = []
         self.fail_on_call = fail_on_call
         # The first `meet` calls wait for each other: they pass only if that many run at the same time.
         self.meeting = threading.Barrier(meet, timeout=20)
 
     def preprocess(self, frames: np.ndarray) -> torch.Tensor:
+        self.preprocessed_in.append(threading.current_thread().name)
         return torch.from_numpy(frames.reshape(len(frames), -1).mean(axis=1, dtype=np.float64))
 
     def embed_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -102,6 +104,8 @@ def test_chunks_are_scored_side_by_side_on_one_thread_each_and_kept_in_order():
     workers = {name for name, _ in scorer.calls}
     assert all(name.startswith("vilamp-frame-scoring") for name in workers)
     assert len(workers) >= side_by_side
+    # The decoding thread only decodes: each chunk is prepared by the thread that scores it.
+    assert len(scorer.preprocessed_in) == 6 and set(scorer.preprocessed_in) <= workers
 
 
 def test_one_torch_thread_scores_in_one_thread(monkeypatch):
