@@ -91,8 +91,7 @@ def build(size: str, device: torch.device) -> tuple[VilampForConditionalGenerati
             model = VilampForConditionalGeneration._from_config(config, dtype=dtype, attn_implementation="sdpa")
         model, scorer = model.eval(), FrameScorer(released_scorer)
     # The scorer embeds every sampled frame: left on the host, a GPU run would time CLIP on the CPU.
-    scorer.model.to(device)
-    return model, scorer
+    return model, scorer.to(device)
 
 
 def dense_similarity_keyframes(frame_embeds: torch.Tensor, query_embed: torch.Tensor) -> torch.Tensor:

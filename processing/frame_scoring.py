@@ -53,6 +53,11 @@ class FrameScorer:
         """Where the CLIP model is."""
         return self.model.logit_scale.device
 
+    def to(self, device: str | torch.device) -> "FrameScorer":
+        """Moves the CLIP model to `device`, where frames and queries are then embedded; returns the scorer."""
+        self.model.to(device)
+        return self
+
     @property
     def embed_dim(self) -> int:
         return int(self.config["embed_dim"])

@@ -14,6 +14,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from conftest import CLIP_PATH, FIXTURES
@@ -129,6 +130,14 @@ def test_ask_about_a_long_clip_with_progress_bars(long_clip):
     ]
 
 
+def test_frames_thinned_by_max_frames_are_reported_at_their_spacing(long_clip):
+    # The clip's 40 one-per-second samples (0 s to 39 s) thinned to 10 keep the first and the last: 39 s / 9 apart.
+    lines = answer_lines_and_bars(
+        vilamp("ask", str(long_clip), "What does the rabbit do?", "--max-frames", "10"), frames=10
+    )
+    assert f"frames sampled: 10 (about 1 every {39 / 9:.3g} s)" in lines
+
+
 def test_ask_on_the_embedded_default_prints_answer_keyframes_and_budget():
     result = vilamp("ask", "--quiet")
     assert result.returncode == 0, result.stderr
@@ -152,6 +161,7 @@ def test_json_record_schema(json_run):
         "video",
         "question",
         "frames_sampled",
+        "seconds_between_frames",
         "keyframes",
         "visual_tokens",
         "uniform_tokens",
@@ -161,6 +171,7 @@ def test_json_record_schema(json_run):
     assert isinstance(record["answer"], str) and record["question"] == "What is the rabbit doing?"
     frames, keyframes = record["frames_sampled"], record["keyframes"]
     assert frames == 6 and len(keyframes) == 2
+    assert record["seconds_between_frames"] == 1.0  # the 6 s clip sampled at 1 fps
     for keyframe in keyframes:
         assert set(keyframe) == {"frame", "seconds", "timestamp"}
         assert 0 <= keyframe["frame"] < frames and re.fullmatch(r"\d\d:\d\d:\d\d", keyframe["timestamp"])
@@ -192,6 +203,16 @@ def test_ask_with_a_converted_model_runs_none_of_its_shipped_code(converted_mode
     assert record["embedded_default"] is False and record["model"] == str(converted_model)
     assert len(record["keyframes"]) == 6  # every sampled frame: the clip has 6, the fixture's K is 8
     assert not (tmp_path / "shipped-code-ran").exists()
+
+
+@pytest.mark.parametrize("which", ["embedded default", "converted model"])
+def test_model_and_frame_scorer_are_both_put_on_the_device(which, converted_model):
+    # "meta" stands in for an accelerator on a machine without one: it moves no data, only where tensors live.
+    model_id = None if which == "embedded default" else str(converted_model)
+    model, processor = cli.load_model_and_processor(model_id, torch.device("meta"), "float32")
+    assert model.device.type == "meta"
+    assert processor.frame_scorer.device.type == "meta"
+    assert not model.training
 
 
 def test_trust_remote_code_runs_the_shipped_code(converted_model, tmp_path):

@@ -54,13 +54,21 @@ def load_model_and_processor(model_id: str | None, device, dtype: str, trust_rem
 
     They are built from this project's classes, which this module registers with the Auto classes by importing
     `modeling_vilamp` and `processing`; the code a model ships beside its weights runs only with `trust_remote_code`
-    (`--trust-remote-code`).
+    (`--trust-remote-code`). The model and the processor's frame scorer are both put on `device`: the scorer embeds
+    every sampled frame, so on the host it would be the slow part of a GPU run.
     """
     if model_id is None:
         from .tiny import tiny_model_and_processor
 
         model, processor = tiny_model_and_processor()
-        return model.to(device), processor
+    else:
+        model, processor = load_pretrained(model_id, dtype, trust_remote_code)
+    processor.frame_scorer.to(device)
+    return model.to(device).eval(), processor
+
+
+def load_pretrained(model_id: str, dtype: str, trust_remote_code: bool):
+    """The model and processor saved at `model_id`, or a one-line `CliError` naming it when they cannot be loaded."""
     from safetensors import SafetensorError
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
@@ -74,7 +82,7 @@ def load_model_and_processor(model_id: str | None, device, dtype: str, trust_rem
         model = model_class.from_pretrained(model_id, dtype=dtype)
     except (OSError, ValueError, KeyError, SafetensorError) as error:  # safetensors: a damaged weights file
         raise CliError(f"cannot load model {model_id}: {first_line(error)}") from error
-    return model.to(device).eval(), processor
+    return model, processor
 
 
 def shipped_classes(model_id: str) -> tuple[type, type]:
@@ -245,6 +253,10 @@ def summarize(processor, inputs, answer: str, video: str, question: str, model_i
         "video": video,
         "question": question,
         "frames_sampled": num_frames,
+        # The mean spacing of the sampled frames: 1 s at the default 1 fps, more where max_frames thinned them.
+        "seconds_between_frames": (
+            round((timestamps[num_frames - 1] - timestamps[0]) / (num_frames - 1), 3) if num_frames > 1 else None
+        ),
         "keyframes": [
             {"frame": index, "seconds": round(timestamps[index], 3), "timestamp": format_timestamp(timestamps[index])}
             for index in keyframes
@@ -255,13 +267,22 @@ def summarize(processor, inputs, answer: str, video: str, question: str, model_i
     }
 
 
+def sampling_rate_note(seconds_between_frames: float | None) -> str:
+    """ " (about 1 per second)" at the default sampling; the mean spacing where `--max-frames` thinned the frames."""
+    if seconds_between_frames is None:
+        return ""
+    if round(seconds_between_frames, 1) == 1.0:
+        return " (about 1 per second)"
+    return f" (about 1 every {seconds_between_frames:.3g} s)"
+
+
 def print_summary(record: dict) -> None:
     if record["embedded_default"]:
         print(EMBEDDED_DEFAULT_NOTE)
     print(f"answer: {record['answer']}")
     for number, keyframe in enumerate(record["keyframes"], start=1):
         print(f"keyframe {number:3d}: frame {keyframe['frame']:6d} at {keyframe['timestamp']}")
-    print(f"frames sampled: {record['frames_sampled']} (about 1 per second)")
+    print(f"frames sampled: {record['frames_sampled']}{sampling_rate_note(record['seconds_between_frames'])}")
     saving = record["uniform_tokens"] / record["visual_tokens"]
     print(
         f"visual tokens: {record['visual_tokens']:,} (uniform 196 per frame would be {record['uniform_tokens']:,}; "
