@@ -29,7 +29,7 @@ from vilamp.conversion.checkpoint_mapping import KNOWN_FRAME_SCORERS
 from vilamp.processing import FrameScorer, VilampVideoProcessor
 from vilamp.processing.keyframes import select_keyframes
 from vilamp.processing.video_decoding import open_video
-from vilamp.processing.video_processing_vilamp import prepare_chunk, scoring_pool, scoring_threads
+from vilamp.processing.video_processing_vilamp import scoring_pool, scoring_threads
 
 from .measure import (
     cap_address_space,
@@ -134,13 +134,11 @@ def run_scorer(video: Path, scorer: FrameScorer, record: dict) -> None:
     source = open_video(str(video))
     indices = source.sample(1.0, MAX_FRAMES)
     chunk_size = VilampVideoProcessor.decode_chunk_size
-    inputs = [
-        prepare_chunk(chunk, SIGLIP_SIZE, scorer).scorer_inputs for chunk in source.iter_chunks(indices, chunk_size)
-    ]
+    inputs = [scorer.preprocess(chunk) for chunk in source.iter_chunks(indices, chunk_size)]
     with stage(record, "score", HOST):
         for pixels in inputs:
             scorer.embed_pixels(pixels)
-    with stage(record, "score_in_threads", HOST), scoring_pool(scoring_threads(scorer)) as pool:
+    with stage(record, "score_in_threads", HOST), scoring_pool(scoring_threads()) as pool:
         list(pool.map(scorer.embed_pixels, inputs))
     record["frames"] = len(indices)
 

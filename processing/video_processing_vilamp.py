@@ -115,15 +115,14 @@ class ChunkScorer(Protocol):
         """The inputs `preprocess` made -> `(n, D)` embeddings; may run in several threads at once."""
 
 
-@dataclass
-class PreparedChunk:
-    """One decoded chunk as a scoring thread hands it back: resized frames, scorer inputs or embeddings."""
+@dataclass(frozen=True)
+class ScoredChunk:
+    """One decoded chunk as a scoring thread hands it back."""
 
     frames: np.ndarray  # (n, 3, image_size, image_size) uint8
-    scorer_inputs: torch.Tensor | None
+    embeds: torch.Tensor | None  # (n, D) scorer embeddings; None without a scorer
     native_size: tuple[int, int]
     resize_seconds: float  # spent resizing and preprocessing
-    embeds: torch.Tensor | None = None
 
 
 def make_video_list(videos) -> list:
@@ -404,7 +403,7 @@ def decode_resize_and_score(
         the native `(height, width)` of the frames.
     """
     frames = np.empty((len(indices), 3, image_size, image_size), dtype=np.uint8)
-    workers = scoring_threads(frame_scorer)
+    workers = scoring_threads()
     embeds: torch.Tensor | None = None
     native_size, done = (0, 0), 0
     with (
@@ -427,8 +426,7 @@ def decode_resize_and_score(
                 embeds[done : done + len(chunk.embeds)] = chunk.embeds
             done += len(chunk.frames)
             native_size = chunk.native_size
-            if step_seconds is not None:
-                step_seconds["resize"] = step_seconds.get("resize", 0.0) + chunk.resize_seconds
+            _add_seconds(step_seconds, "resize", chunk.resize_seconds)
             bar.update(len(chunk.frames))
 
         for chunk in _timed_iteration(chunks, step_seconds, "wait"):
@@ -440,15 +438,15 @@ def decode_resize_and_score(
     return frames, embeds, native_size
 
 
-def scoring_threads(frame_scorer: ChunkScorer | None) -> int:
+def scoring_threads() -> int:
     """
-    Chunks scored at once: on the host, one per torch thread, each chunk's forward on one thread. Small matrices (a
-    chunk of 32 CLIP B/32 frames) scale poorly over torch's threads, and its thread team stalls whenever the decoding
-    thread takes one of their cores; whole chunks side by side keep every core busy (1.1x to 1.5x the throughput of
-    one 2-thread forward on 2 cores, docs/performance.md). On an accelerator, one.
+    Chunks resized and scored at once: one per torch thread, each chunk's work on one thread, wherever the scorer
+    runs. On the host, small matrices (a chunk of 32 CLIP B/32 frames) scale poorly over torch's threads, and its
+    thread team stalls whenever the decoding thread takes one of their cores; whole chunks side by side keep every
+    core busy (1.1x to 1.5x the throughput of one 2-thread forward on 2 cores). On an accelerator the forward is
+    quick and the host's resizing is the work: one thread took 3.1x as long as eight (26.1 s against 8.5 s for 3,000
+    frames, scorer on an H200, 16 host cores). docs/performance.md has both measurements.
     """
-    if frame_scorer is None or frame_scorer.device.type != "cpu":
-        return 1
     return torch.get_num_threads()
 
 
@@ -469,21 +467,17 @@ def scoring_pool(workers: int) -> Iterator[concurrent.futures.Executor]:
         torch.set_num_threads(threads)
 
 
-def prepare_chunk(chunk: np.ndarray, image_size: int, frame_scorer: ChunkScorer | None) -> PreparedChunk:
-    """One decoded `(n, H, W, 3)` chunk resized for the tower and preprocessed for the scorer."""
+def resize_and_score_chunk(chunk: np.ndarray, image_size: int, frame_scorer: ChunkScorer | None) -> ScoredChunk:
+    """
+    What a scoring thread does with one decoded `(n, H, W, 3)` chunk: resizes it for the tower, preprocesses it for
+    the scorer and scores it.
+    """
     start = time.perf_counter()
     resized = resize_frames(chunk, image_size)
-    scorer_inputs = frame_scorer.preprocess(chunk) if frame_scorer is not None else None
-    return PreparedChunk(resized, scorer_inputs, tuple(chunk.shape[1:3]), time.perf_counter() - start)
-
-
-def resize_and_score_chunk(chunk: np.ndarray, image_size: int, frame_scorer: ChunkScorer | None) -> PreparedChunk:
-    """`prepare_chunk`, then the scorer's embeddings of the chunk (what a scoring thread does with a chunk)."""
-    prepared = prepare_chunk(chunk, image_size, frame_scorer)
-    if frame_scorer is not None:
-        prepared.embeds = frame_scorer.embed_pixels(prepared.scorer_inputs)
-        prepared.scorer_inputs = None
-    return prepared
+    pixels = frame_scorer.preprocess(chunk) if frame_scorer is not None else None
+    resize_seconds = time.perf_counter() - start
+    embeds = frame_scorer.embed_pixels(pixels) if frame_scorer is not None else None
+    return ScoredChunk(resized, embeds, tuple(chunk.shape[1:3]), resize_seconds)
 
 
 @contextlib.contextmanager
@@ -541,8 +535,12 @@ def prefetched(items: Iterator, depth: int = PREFETCH_CHUNKS) -> Iterator[Iterat
 def _timed(step_seconds: dict[str, float] | None, step: str) -> Iterator[None]:
     start = time.perf_counter()
     yield
+    _add_seconds(step_seconds, step, time.perf_counter() - start)
+
+
+def _add_seconds(step_seconds: dict[str, float] | None, step: str, seconds: float) -> None:
     if step_seconds is not None:
-        step_seconds[step] = step_seconds.get(step, 0.0) + time.perf_counter() - start
+        step_seconds[step] = step_seconds.get(step, 0.0) + seconds
 
 
 def _timed_iteration(items: Iterator, step_seconds: dict[str, float] | None, step: str) -> Iterator:
