@@ -10,9 +10,11 @@ under 8 minutes on one H100. It
    SigLIP TFLOP/s in the vision stage as a share of the card's dense bf16 peak;
 2. runs the same inputs through the tiny model (random weights, fixed seed) in fp32 and in bf16 on the device and
    compares the logits;
-3. prints one table and writes everything as JSON to `benchmarks/results/gpu-check-<device>.json`.
+3. prints one table and writes everything as JSON to `benchmarks/results/gpu-check-<device>.json`, with a picture
+   beside it (`.png`: seconds per stage and peak memory per frame count).
 
-`--device cpu --size tiny --frames 20,40` is a smoke test of the command itself on a machine without a GPU.
+`--device cpu --size tiny --frames 20,40` is a smoke test of the command itself on a machine without a GPU;
+`--replot JSON` redraws the picture of a saved run.
 """
 
 import argparse
@@ -23,6 +25,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from vilamp.tiny import tiny_model_and_processor
@@ -182,6 +185,44 @@ def table(records: list[dict], name: str, peak: float | None) -> str:
     return "\n".join(lines)
 
 
+def plot(report: dict, path: Path) -> None:
+    """
+    Two panels over the runs that finished: seconds per stage stacked (greedy decoding left out, it is per token),
+    and peak GPU memory (on a GPU) and peak host RSS, with the model's weights marked.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    runs = [run for run in report["runs"] if "failed" not in run]
+    labels = [f"{run['frames']:,}" for run in runs]
+    figure, (time_axis, memory_axis) = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained")
+    bottom = np.zeros(len(runs))
+    for stage in STAGES[:-1]:
+        seconds = np.array([run["seconds"].get(stage) or 0.0 for run in runs])
+        time_axis.bar(labels, seconds, bottom=bottom, label=stage)
+        bottom += seconds
+    time_axis.set(title="seconds per stage", xlabel="sampled frames", ylabel="s")
+    time_axis.legend(fontsize=8)
+    memories = {"host RSS": [max(run["rss_peak_bytes"].values()) / 1e9 for run in runs]}
+    if all("gpu_peak_bytes" in run for run in runs):
+        memories = {"GPU": [max(run["gpu_peak_bytes"].values()) / 1e9 for run in runs], **memories}
+    positions, width = np.arange(len(runs)), 0.8 / len(memories)
+    for number, (name, values) in enumerate(memories.items()):
+        memory_axis.bar(positions + (number - (len(memories) - 1) / 2) * width, values, width, label=name)
+    if runs:
+        memory_axis.axhline(runs[0]["model_bytes"] / 1e9, color="black", linestyle=":", label="model weights")
+    memory_axis.set_xticks(positions, labels)
+    memory_axis.set_ylim(top=1.3 * max((value for values in memories.values() for value in values), default=1.0))
+    memory_axis.set(title="peak memory", xlabel="sampled frames", ylabel="GB")
+    memory_axis.legend(fontsize=8)
+    settings = report["settings"]
+    figure.suptitle(f"ViLAMP {settings['size']} on {report['device']}, torch {report['torch']}", fontsize=10)
+    figure.savefig(path)
+    plt.close(figure)
+
+
 def precision_summary(precision: dict, device: str) -> str:
     """One line on the bf16-vs-fp32 comparison (or why it failed)."""
     if "failed" in precision:
@@ -215,7 +256,12 @@ def main(argv: list[str] | None = None) -> None:
         "--cache-dir", type=Path, default=Path("benchmarks/.cache"), help="where the synthetic video is kept"
     )
     parser.add_argument("--output", type=Path, help="JSON path (default benchmarks/results/gpu-check-<device>.json)")
+    parser.add_argument("--replot", type=Path, metavar="JSON", help="only redraw the picture of a saved run")
     args = parser.parse_args(argv)
+    if args.replot:
+        plot(json.loads(args.replot.read_text()), args.replot.with_suffix(".png"))
+        print(f"wrote {args.replot.with_suffix('.png')}")
+        return
     frame_counts = parse_frame_counts(args.frames, parser)
     if args.size == "7b" and args.device == "cpu":
         parser.error("the 7b size is for --device cuda; on a CPU use --size tiny")
@@ -251,12 +297,13 @@ def main(argv: list[str] | None = None) -> None:
         "bf16_vs_fp32": precision,
     }
     output.write_text(json.dumps(report, indent=2) + "\n")
+    plot(report, output.with_suffix(".png"))
     print(table(records, name, peak))
     print(precision_summary(precision, args.device))
     over = ""
     if args.device == "cuda" and wall_seconds > TIME_BUDGET_SECONDS:
         over = f" (over the {TIME_BUDGET_SECONDS // 60} minutes it is designed for)"
-    print(f"{name}, torch {torch.__version__}, {wall_seconds:.0f} s in all{over}; wrote {output}")
+    print(f"{name}, torch {torch.__version__}, {wall_seconds:.0f} s in all{over}; wrote {output} and its .png")
     failed = [f"{r['requested_frames']:,} frames" for r in records if "failed" in r]
     failed += ["bf16 vs fp32"] if "failed" in precision else []
     if failed:

@@ -1,5 +1,7 @@
 """The benchmark harness's own correctness: its baseline selects the same frames, its video is what it says."""
 
+import json
+
 import pytest
 import torch
 
@@ -68,3 +70,22 @@ def test_front_end_summary_reports_a_side_that_ran_out_of_memory(tmp_path):
     assert row.split() == ["640x360", "3005", "OOM", "290.0", "-", "-", "-", ">8.50", "3.50", "-", "True"]
     plot([summary], tmp_path / "front-end.png", "title")
     assert (tmp_path / "front-end.png").stat().st_size > 0
+
+
+def test_gpu_check_smoke_test_on_a_machine_without_a_gpu(tmp_path, capsys):
+    # The command run on lent GPUs, as its docs give it for a CPU: it must still run end to end here.
+    from benchmarks.gpu_check import main
+    from benchmarks.run import STAGES
+
+    output = tmp_path / "check.json"
+    arguments = ["--device", "cpu", "--size", "tiny", "--frames", "40,20", "--cache-dir", str(tmp_path)]
+    main([*arguments, "--output", str(output)])
+    report = json.loads(output.read_text())
+    assert [run["frames"] for run in report["runs"]] == [20, 40]
+    for run in report["runs"]:
+        assert set(run["seconds"]) == set(STAGES) and run["requested_frames"] == run["frames"]
+    precision = report["bf16_vs_fp32"]
+    assert 0 < precision["max_abs_diff"] < precision["max_abs_fp32"]
+    table = capsys.readouterr().out
+    assert table.count("decode_resize_score") == 2 and "bf16 vs fp32 logits" in table
+    assert output.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
