@@ -268,7 +268,7 @@ def summarize(processor, inputs, answer: str, video: str, question: str, model_i
 
 
 def sampling_rate_note(seconds_between_frames: float | None) -> str:
-    """ " (about 1 per second)" at the default sampling; the mean spacing where `--max-frames` thinned the frames."""
+    """The note after the frame count: about 1 per second by default, the mean spacing where `--max-frames` thinned."""
     if seconds_between_frames is None:
         return ""
     if round(seconds_between_frames, 1) == 1.0:
