@@ -54,6 +54,10 @@ from .video_decoding import (
 # Decoded chunks queued for the scoring threads: one keeps the decoding thread busy while every scoring thread has a
 # chunk; more would only hold more native-resolution frames (a chunk of 32 is 88 MB at 720p, 796 MB at 4K).
 PREFETCH_CHUNKS = 1
+# Native-resolution pixels handed to the scoring threads at once, at most: with a thread per core on a large machine,
+# a chunk per thread would hold 12.7 GB of 4K frames on 16 cores. 2 GiB is 24 chunks of 32 frames at 720p, 10 at
+# 1080p, 2 at 4K.
+NATIVE_BYTES_IN_FLIGHT = 2 * 2**30
 # Marks the end of an iteration (an iterator may yield None).
 _END = object()
 
@@ -393,10 +397,10 @@ def decode_resize_and_score(
     each native-resolution chunk with `frame_scorer`; native-resolution pixels never outlive their chunk.
 
     One thread decodes, a chunk ahead; `scoring_threads()` others (see there) each take a whole decoded chunk, resize
-    it, preprocess it for the scorer and score it, chunks side by side. Decoding has to follow the stream's order, so
-    it is all its thread does: resizing and preprocessing, which any thread can do for any chunk, spread over the
-    scoring threads instead of queueing behind it (at 720p they made the decoding thread the front end's longest
-    path; docs/performance.md).
+    it, preprocess it for the scorer and score it, chunks side by side (no more native pixels at once than
+    `NATIVE_BYTES_IN_FLIGHT`). Decoding has to follow the stream's order, so it is all its thread does: resizing and
+    preprocessing, which any thread can do for any chunk, spread over the scoring threads instead of queueing behind
+    it (at 720p they made the decoding thread the front end's longest path; docs/performance.md).
 
     Returns:
         `(N, 3, image_size, image_size)` uint8 frames, the `(N, D)` scorer embeddings (`None` without a scorer), and
@@ -429,9 +433,11 @@ def decode_resize_and_score(
             _add_seconds(step_seconds, "resize", chunk.resize_seconds)
             bar.update(len(chunk.frames))
 
+        in_flight = 0  # set from the first chunk, the first time the frames' size is known
         for chunk in _timed_iteration(chunks, step_seconds, "wait"):
+            in_flight = in_flight or chunks_in_flight(workers, chunk.nbytes)
             pending.append(pool.submit(resize_and_score_chunk, chunk, image_size, frame_scorer))
-            if len(pending) == workers:
+            if len(pending) == in_flight:
                 collect_oldest()
         while pending:
             collect_oldest()
@@ -448,6 +454,11 @@ def scoring_threads() -> int:
     frames, scorer on an H200, 16 host cores). docs/performance.md has both measurements.
     """
     return torch.get_num_threads()
+
+
+def chunks_in_flight(workers: int, chunk_bytes: int) -> int:
+    """Chunks handed to `workers` scoring threads at once: one each, as far as `NATIVE_BYTES_IN_FLIGHT` holds them."""
+    return max(1, min(workers, NATIVE_BYTES_IN_FLIGHT // chunk_bytes))
 
 
 @contextlib.contextmanager

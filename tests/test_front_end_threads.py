@@ -5,11 +5,13 @@ was.
 """
 
 import threading
+import time
 
 import numpy as np
 import pytest
 import torch
 
+import vilamp.processing.video_processing_vilamp as video_processing
 from conftest import CLIP_PATH
 from vilamp.processing import FrameScorer
 from vilamp.processing.video_decoding import DecodedVideo, open_video, resize_frames
@@ -40,6 +42,7 @@ class RecordingScorer:
         self.fail_on_call = fail_on_call
         # The first `meet` calls wait for each other: they pass only if that many run at the same time.
         self.meeting = threading.Barrier(meet, timeout=20)
+        self.lock, self.running, self.most_at_once = threading.Lock(), 0, 0
 
     def preprocess(self, frames: np.ndarray) -> torch.Tensor:
         self.preprocessed_in.append(threading.current_thread().name)
@@ -47,8 +50,14 @@ class RecordingScorer:
 
     def embed_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
         self.calls.append((threading.current_thread().name, torch.get_num_threads()))
+        with self.lock:
+            self.running += 1
+            self.most_at_once = max(self.most_at_once, self.running)
         if len(self.calls) <= self.meeting.parties:
             self.meeting.wait()
+        time.sleep(0.05)  # long enough for any other chunk in flight to be scored meanwhile
+        with self.lock:
+            self.running -= 1
         if len(self.calls) == self.fail_on_call:
             raise RuntimeError("the scorer failed on purpose")
         return pixels[:, None]
@@ -109,6 +118,21 @@ def test_chunks_are_scored_side_by_side_on_one_thread_each_and_kept_in_order(sco
     assert len(workers) >= side_by_side
     # The decoding thread only decodes: each chunk is prepared by the thread that scores it.
     assert len(scorer.preprocessed_in) == 6 and set(scorer.preprocessed_in) <= workers
+
+
+def test_native_pixels_in_flight_stay_within_their_budget(monkeypatch):
+    video = numbered_video(23)
+    # A budget of one 4-frame chunk: however many threads torch has, one chunk is scored at a time.
+    monkeypatch.setattr(video_processing, "NATIVE_BYTES_IN_FLIGHT", 4 * video[0].nbytes)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        scorer = RecordingScorer()
+        _, embeds, _ = decode_resize_and_score(FailingVideo(video), np.arange(23), 16, scorer, 4)
+    finally:
+        torch.set_num_threads(threads)
+    assert embeds[:, 0].tolist() == list(range(23))
+    assert scorer.most_at_once == 1
 
 
 def test_one_torch_thread_scores_in_one_thread():
