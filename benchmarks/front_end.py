@@ -20,6 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .looped_footage import cached_looped_video
+from .plotting import headless_pyplot
 from .run import default_memory_limit_gb, median_of, run_json_module
 
 
@@ -108,10 +109,7 @@ def table(summaries: list[dict]) -> str:
 
 def plot(summaries: list[dict], path: Path, title: str) -> None:
     """Time per stage (stacked bars) and peak memory, each size and frame count side by side."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
+    plt = headless_pyplot()
 
     points = in_order(summaries)
     labels = [f"{s['size']}\n{s['frames']} frames" for s in points]

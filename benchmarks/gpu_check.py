@@ -31,6 +31,7 @@ import torch
 from vilamp.tiny import tiny_model_and_processor
 
 from .measure import NEW_TOKENS
+from .plotting import headless_pyplot
 from .run import STAGES, default_memory_limit_gb, run_once
 from .synthetic_video import cached_video
 
@@ -187,19 +188,16 @@ def table(records: list[dict], name: str, peak: float | None) -> str:
 
 def plot(report: dict, path: Path) -> None:
     """
-    Two panels over the runs that finished: seconds per stage stacked (greedy decoding left out, it is per token),
+    Two panels over the runs that finished: seconds per stage stacked (greedy decoding left out),
     and peak GPU memory (on a GPU) and peak host RSS, with the model's weights marked.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
+    plt = headless_pyplot()
 
     runs = [run for run in report["runs"] if "failed" not in run]
     labels = [f"{run['frames']:,}" for run in runs]
     figure, (time_axis, memory_axis) = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained")
     bottom = np.zeros(len(runs))
-    for stage in STAGES[:-1]:
+    for stage in [stage for stage in STAGES if stage != "decode_per_token"]:  # seconds per token, not per run
         seconds = np.array([run["seconds"].get(stage) or 0.0 for run in runs])
         time_axis.bar(labels, seconds, bottom=bottom, label=stage)
         bottom += seconds

@@ -19,6 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .measure import METHODS, SIZES
+from .plotting import headless_pyplot
 from .synthetic_video import cached_video
 
 
@@ -82,10 +83,7 @@ def summarize(records: list[dict], num_frames: int) -> dict:
 
 def plot(results: list[dict], path: Path, title: str) -> None:
     """Time, memory and visual tokens against frames, one line per method; runs that failed are marked."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
+    plt = headless_pyplot()
 
     panels = {
         "front end + selection (s)": lambda r: r["seconds"]["decode_resize_score"] + r["seconds"]["select"],

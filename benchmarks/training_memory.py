@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 
 from .measure import NUM_KEYFRAMES, build, read_peak_rss, reset_peak_rss
+from .plotting import headless_pyplot
 
 
 MODES = ("none", "layers", "chunks")
@@ -111,10 +112,7 @@ def main(argv: list[str] | None = None) -> None:
 
 def plot(medians: dict, frame_counts: list[int], path: Path) -> None:
     """Peak memory against frames, one line per mode, with the frames' own uint8 size for scale."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot
+    pyplot = headless_pyplot()
 
     figure, axes = pyplot.subplots(figsize=(6.4, 4))
     for mode in MODES:
