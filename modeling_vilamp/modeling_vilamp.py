@@ -18,22 +18,18 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.distributed as dist
-from safetensors import SafetensorError
 from torch import nn
-from torch.distributed.fsdp import FSDPModule
 from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 from transformers import AutoModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.cache_utils import Cache
-from transformers.conversion_mapping import register_checkpoint_conversion_mapping
-from transformers.core_model_loading import ConversionOps, WeightConverter
 from transformers.generation import GenerationMixin
 from transformers.modeling_outputs import BaseModelOutputWithPast, BaseModelOutputWithPooling, CausalLMOutputWithPast
 from transformers.modeling_utils import PreTrainedModel
-from transformers.utils import auto_docstring, can_return_tuple
+from transformers.processing_utils import Unpack
+from transformers.utils import TransformersKwargs, auto_docstring, can_return_tuple
 from transformers.utils.deprecation import deprecate_kwarg
 
 from .configuration_vilamp import VilampConfig
@@ -123,174 +119,37 @@ class VilampDifferentialFeatureMerger(nn.Module):
         return torch.matmul(weights[:, None, :], patch_features)[:, 0]
 
 
-@dataclass
-class VisualSequencePlan:
-    """Where each frame's tokens go in the concatenated visual sequence, and which frame each one is compared to."""
-
-    video_index: torch.Tensor  # (num_frames,) video each frame belongs to
-    row_start: torch.Tensor  # (num_frames,) first row of the frame's tokens
-    newline_rows: torch.Tensor  # (num_videos,) row of each video's trailing image_newline
-    context_index: torch.Tensor  # (num_frames,) global index of the frame's DFM context frame
-    context_slot: torch.Tensor  # (num_frames,) slot of a frame in the context cache, -1 if nobody's context
-    num_context_slots: int
-    num_rows: int
-    tokens_per_keyframe: int
-
-
-def plan_visual_sequence(
-    keyframe_mask: torch.Tensor, video_frame_counts: torch.Tensor, tokens_per_keyframe: int, context_rule: str
-) -> VisualSequencePlan:
+def context_frames(keyframe_mask: torch.Tensor, rule: str) -> torch.Tensor:
     """
-    Lays out the visual sequence of reference section 4 for a batch of videos whose frames are concatenated:
-    each video is [non-keyframe tokens and `tokens_per_keyframe` rows per keyframe, in temporal order] followed by
-    one newline row. Also resolves the DFM context frame of every frame (reference section 3).
+    The frame that each frame of one video is compared against in differential feature merging, `(num_frames,)`
+    indices. After the i-th keyframe it is frame number i of the video under the released rule, keyframe i under the
+    paper's; a frame before the first keyframe is its own context (docs/architecture.md, "Released behaviour").
     """
-    device = keyframe_mask.device
-    num_frames = keyframe_mask.shape[0]
-    frame_index = torch.arange(num_frames, device=device)
-    video_index = torch.repeat_interleave(torch.arange(video_frame_counts.shape[0], device=device), video_frame_counts)
-    video_start = torch.cumsum(video_frame_counts, 0) - video_frame_counts
-
-    tokens_per_frame = torch.where(keyframe_mask, tokens_per_keyframe, 1)
-    tokens_before = torch.cumsum(tokens_per_frame, 0) - tokens_per_frame
-    row_start = tokens_before + video_index  # one newline row per earlier video
-    video_end_row = torch.cumsum(tokens_per_frame, 0)[torch.cumsum(video_frame_counts, 0) - 1]
-    newline_rows = video_end_row + torch.arange(video_frame_counts.shape[0], device=device)
-
-    keyframes_so_far = torch.cumsum(keyframe_mask.long(), 0)
-    keyframes_before_video = (keyframes_so_far - keyframe_mask.long())[video_start][video_index]
-    keyframe_ordinal = keyframes_so_far - keyframes_before_video - 1  # i of the keyframe at or before each frame
-    if context_rule == "released":
-        # The released code indexes the video's frames with the keyframe's ordinal: frame i, not keyframe i.
-        context_after_keyframe = video_start[video_index] + keyframe_ordinal
+    frames = torch.arange(keyframe_mask.shape[0], device=keyframe_mask.device)
+    ordinal = torch.cumsum(keyframe_mask.long(), 0) - 1  # i of the keyframe at or before each frame, -1 before any
+    if rule == "released":
+        after_keyframe = ordinal
     else:
-        # One padding entry: frames before any keyframe index it with -1 and are then discarded by the `where`.
-        keyframe_positions = torch.cat([frame_index[keyframe_mask], frame_index.new_zeros(1)])
-        context_after_keyframe = keyframe_positions[keyframes_so_far - 1]
-    context_index = torch.where(keyframe_ordinal >= 0, context_after_keyframe, frame_index)
-
-    is_context = torch.zeros(num_frames, dtype=torch.bool, device=device)
-    is_context[context_index[~keyframe_mask & (context_index != frame_index)]] = True
-    context_slot = torch.where(is_context, torch.cumsum(is_context.long(), 0) - 1, -1)
-    return VisualSequencePlan(
-        video_index=video_index,
-        row_start=row_start,
-        newline_rows=newline_rows,
-        context_index=context_index,
-        context_slot=context_slot,
-        num_context_slots=int(is_context.sum()),
-        num_rows=int(tokens_per_frame.sum()) + video_frame_counts.shape[0],
-        tokens_per_keyframe=tokens_per_keyframe,
-    )
+        # The padding entry is what frames before the first keyframe read with ordinal -1; `where` discards it.
+        after_keyframe = F.pad(frames[keyframe_mask], (0, 1))[ordinal]
+    return torch.where(ordinal >= 0, after_keyframe, frames)
 
 
-@dataclass
-class ChunkPlan:
-    """Where one chunk of frames reads and writes: the index plumbing of `VilampModel._chunk_tokens`."""
-
-    is_key: torch.Tensor  # (n,) keyframes of the chunk
-    keyframe_rows: torch.Tensor  # sequence rows of the keyframes' pooled tokens, flattened in order
-    merged_rows: torch.Tensor  # (m,) sequence row of each merged frame's token
-    merged_videos: torch.Tensor  # (m,) video of each merged frame, for its query
-    is_local_context: torch.Tensor  # (n,) frames whose context keys the chunk computes (for later chunks or itself)
-    local_context_slots: torch.Tensor  # context-cache slot of each of those, -1 for frames only their own context
-    cached_context_slots: torch.Tensor  # the cache slots the chunk reads, each once
-    merged_cached_row: torch.Tensor  # (m,) row of `cached_context_slots` holding each merged frame's context keys
-    merged_local: torch.Tensor  # (m,) merged frames whose context frame is in the chunk
-    merged_local_index: torch.Tensor  # position of those context frames among the chunk's local ones
-
-
-def plan_chunk(plan: VisualSequencePlan, keyframe_mask: torch.Tensor, start: int, stop: int) -> ChunkPlan:
-    """The `ChunkPlan` of frames `start:stop` of the batch (a context frame never comes after the frames it serves)."""
-    chunk = slice(start, stop)
-    is_key, slots, context_index = keyframe_mask[chunk], plan.context_slot[chunk], plan.context_index[chunk]
-    is_merged = ~is_key
-    frame_index = torch.arange(start, stop, device=keyframe_mask.device)
-    is_local = (slots >= 0) | (is_merged & (context_index == frame_index))
-    local_position = torch.cumsum(is_local.long(), 0) - 1
-    merged_context = context_index[is_merged]
-    merged_local = merged_context >= start
-    # Frames whose context is in the chunk read the spare slot -1 (its keys are computed here); the others read
-    # their context frame's slot, filled by an earlier chunk.
-    merged_slots = torch.where(merged_local, -1, plan.context_slot[merged_context])
-    cached_context_slots, merged_cached_row = torch.unique(merged_slots, return_inverse=True)
-    keyframe_offsets = torch.arange(plan.tokens_per_keyframe, device=keyframe_mask.device)
-    return ChunkPlan(
-        is_key=is_key,
-        keyframe_rows=(plan.row_start[chunk][is_key][:, None] + keyframe_offsets).flatten(),
-        merged_rows=plan.row_start[chunk][is_merged],
-        merged_videos=plan.video_index[chunk][is_merged],
-        is_local_context=is_local,
-        local_context_slots=slots[is_local],
-        cached_context_slots=cached_context_slots,
-        merged_cached_row=merged_cached_row,
-        merged_local=merged_local,
-        merged_local_index=local_position[merged_context[merged_local] - start],
-    )
-
-
-def idle_chunk_plan(device: torch.device) -> ChunkPlan:
-    """A one-frame chunk whose tokens go nowhere: a merged frame that is its own context, of video 0."""
-    none, zero, minus_one = (torch.tensor(values, device=device) for values in ([], [0], [-1]))
-    return ChunkPlan(
-        is_key=torch.tensor([False], device=device),
-        keyframe_rows=none.long(),
-        merged_rows=none.long(),
-        merged_videos=zero,
-        is_local_context=torch.tensor([True], device=device),
-        local_context_slots=minus_one,
-        cached_context_slots=minus_one,
-        merged_cached_row=zero,
-        merged_local=torch.tensor([True], device=device),
-        merged_local_index=zero,
-    )
-
-
-def straight_through_scales(frame_relevance: torch.Tensor, video_frame_counts: torch.Tensor) -> torch.Tensor:
+def straight_through_scales(frame_relevance: torch.Tensor, frame_counts: list[int]) -> torch.Tensor:
     """
-    `1 - p.detach() + p`, `p` the softmax of the relevance over each video's frames (reference section 6): a factor
-    of 1 on every frame's pixels through which gradients reach the frame scorer.
+    `1 - p.detach() + p`, `p` the softmax of the relevance over each video's frames: a factor of 1 on every frame's
+    pixels through which gradients reach the frame scorer (docs/architecture.md, "Released behaviour").
     """
     # float32, so that the factor stays 1 when cast to the frames' dtype; bf16's 1 - p would round to 0.996.
-    relevance = frame_relevance.float().split(video_frame_counts.tolist())
-    p = torch.cat([torch.softmax(video_relevance, dim=0) for video_relevance in relevance])
+    p = torch.cat([torch.softmax(relevance, dim=0) for relevance in frame_relevance.float().split(frame_counts)])
     return 1 - p.detach() + p
 
 
 def concat_chunk_outputs(chunks: list[tuple[torch.Tensor, ...] | None]) -> tuple[torch.Tensor, ...] | None:
     """Joins the vision tower's per-layer outputs of successive frame chunks into one tensor per layer."""
-    if chunks[0] is None:
+    if not chunks or chunks[0] is None:
         return None
     return tuple(torch.cat(layer) for layer in zip(*chunks, strict=True))
-
-
-class TemperatureAsVector(ConversionOps):
-    """Loads the feature merger's temperature saved as a 0-dim tensor (by earlier versions) with its shape, `(1,)`."""
-
-    @torch.no_grad
-    def convert(
-        self, input_dict: dict[str, torch.Tensor], source_patterns: list[str], target_patterns: list[str], **kwargs
-    ) -> dict[str, torch.Tensor]:
-        tensors = next(iter(input_dict.values()))
-        tensor = tensors[0] if isinstance(tensors, list) else tensors
-        return {target_patterns[0]: tensor.reshape(1)}
-
-    @property
-    def reverse_op(self) -> ConversionOps:
-        return TemperatureAsVector()
-
-
-register_checkpoint_conversion_mapping(
-    "vilamp",
-    [
-        WeightConverter(
-            source_patterns="feature_merger.temperature",
-            target_patterns="feature_merger.temperature",
-            operations=[TemperatureAsVector()],
-        )
-    ],
-    overwrite=True,
-)
 
 
 @auto_docstring
@@ -308,19 +167,8 @@ class VilampPreTrainedModel(PreTrainedModel):
     _supports_flex_attn = True
     _supports_attention_backend = True
     # The decoding steps after the prefill, the part generate compiles, are the language model's alone and trace as
-    # one graph. The prefill's visual-sequence plan reads tensor values (token counts) and runs eagerly.
+    # one graph. The prefill's visual sequence reads tensor values (frame counts, keyframes) and runs eagerly.
     _can_compile_fullgraph = True
-
-    @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
-        """`PreTrainedModel.from_pretrained`, with damaged weight files reported against the model they belong to."""
-        try:
-            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
-        except SafetensorError as error:  # safetensors' own message names no file
-            raise OSError(
-                f"Cannot read the safetensors weights in {pretrained_model_name_or_path}: {error} (a truncated or "
-                "damaged download?)"
-            ) from error
 
     def _init_weights(self, module):
         super()._init_weights(module)
@@ -365,7 +213,11 @@ class VilampModel(VilampPreTrainedModel):
         """Length of one video's visual sequence: 196 per keyframe, 1 per other frame, 1 newline."""
         return self.tokens_per_keyframe * num_keyframes + (num_frames - num_keyframes) + 1
 
+    # --- video-only work: what a frame's pixels give, whatever the question ---------------------------------------
+
     def _normalize_frames(self, frames: torch.Tensor) -> torch.Tensor:
+        # Frames arrive as uint8 and are normalised here, a chunk at a time: 10,000 frames at 384 px are 4.4 GB as
+        # uint8 but 17.7 GB as float32.
         dtype = self.multi_modal_projector.linear_1.weight.dtype
         if frames.dtype != torch.uint8:
             return frames.to(dtype)
@@ -373,90 +225,144 @@ class VilampModel(VilampPreTrainedModel):
         std = torch.tensor(self.config.pixel_std, device=frames.device, dtype=torch.float32)[:, None, None]
         return ((frames.float() / 255.0 - mean) / std).to(dtype)
 
-    def _encode_frames(
-        self, frames: torch.Tensor, scales: torch.Tensor | None = None, **kwargs
+    def encode_frames(
+        self, frames: torch.Tensor, scales: torch.Tensor | None = None, **kwargs: Unpack[TransformersKwargs]
     ) -> tuple[torch.Tensor, BaseModelOutputWithPooling]:
         """
-        Projector outputs `(frames, patches, hidden)` of the tower's last layer, before post-layernorm, and the
-        tower's own outputs (hidden states and attentions when asked for). `scales` multiply each frame's
-        normalised pixels (the straight-through factors).
+        The video-only features of `frames`: the projector outputs `(frames, patches, hidden)` of the tower's last
+        layer before post-layernorm, and the tower's own outputs (hidden states and attentions when asked for).
+        `scales` multiply each frame's normalised pixels (the straight-through factors).
         """
-        pixels = self._normalize_frames(frames)
+        pixels = self._normalize_frames(frames.to(self.image_newline.device))
         if scales is not None:
             pixels = pixels * scales.to(pixels.dtype)[:, None, None, None]
         tower_outputs = self.vision_tower(pixels, **kwargs)
         return self.multi_modal_projector(tower_outputs.last_hidden_state), tower_outputs
 
-    def _chunk_tokens(
+    def pool_keyframes(self, patch_features: torch.Tensor) -> torch.Tensor:
+        """Keyframes' patch grids shrunk with bilinear interpolation (27 x 27 -> 14 x 14 in the 7B model)."""
+        num_frames, _, hidden_size = patch_features.shape
+        grid = patch_features.view(num_frames, self.patches_per_side, self.patches_per_side, hidden_size)
+        pooled = F.interpolate(grid.permute(0, 3, 1, 2), size=(self.pooled_side, self.pooled_side), mode="bilinear")
+        return pooled.permute(0, 2, 3, 1).reshape(num_frames, self.tokens_per_keyframe, hidden_size)
+
+    def _chunks(self, num_frames: int) -> list[slice]:
+        # Unset: small on CPU, where a chunk's activations compete with the host memory holding the video; larger
+        # on accelerators to keep them busy.
+        size = self.config.vision_chunk_size or (8 if self.image_newline.device.type == "cpu" else 64)
+        return [slice(start, min(start + size, num_frames)) for start in range(0, num_frames, size)]
+
+    def _run_chunk(self, function, *arguments, **kwargs):
+        # Checkpointing a whole chunk keeps only what it returns (tokens, context keys), not every frame's tower
+        # activations. Non-reentrant: a reentrant checkpoint drops the weights' gradients when no input requires
+        # grad, as uint8 frames never do.
+        if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+            return checkpoint(function, *arguments, use_reentrant=False, **kwargs)
+        return function(*arguments, **kwargs)
+
+    # --- question work: which frames stay whole, and what the others keep ----------------------------------------
+
+    def _shared_context_keys(
+        self, frames: torch.Tensor, scales: torch.Tensor | None, shared: torch.Tensor
+    ) -> torch.Tensor:
+        """`context_proj` of the patch features of the frames `shared` that other frames are compared against."""
+
+        def keys_of(chunk_frames, chunk_scales):
+            return self.feature_merger.context_proj(self.encode_frames(chunk_frames, chunk_scales)[0])
+
+        keys = [
+            self._run_chunk(keys_of, frames[shared[chunk]], None if scales is None else scales[shared[chunk]])
+            for chunk in self._chunks(shared.shape[0])
+        ]
+        if not keys:
+            hidden_size = self.config.text_config.hidden_size
+            return self.image_newline.new_zeros(0, self.patches_per_side**2, hidden_size)
+        return torch.cat(keys)
+
+    def _frame_tokens(
         self,
         frames: torch.Tensor,
         scales: torch.Tensor | None,
-        chunk: ChunkPlan,
-        cached_context_keys: torch.Tensor,
-        query_keys: torch.Tensor,
-        **kwargs,
-    ) -> tuple[torch.Tensor, ...]:
+        keyframe_mask: torch.Tensor,
+        context_slots: torch.Tensor,
+        shared_keys: torch.Tensor,
+        query_key: torch.Tensor,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> tuple[torch.Tensor, BaseModelOutputWithPooling]:
         """
-        One chunk of frames through the tower, projector and feature merging: the keyframes' pooled tokens, the
-        context keys the chunk computes, the merged frames' tokens, and the tower's hidden states and attentions.
-        It writes nothing, so that activation checkpointing can run it again in the backward pass.
+        One chunk of a video's frames, in temporal order, to their tokens: `tokens_per_keyframe` pooled tokens per
+        keyframe, one merged token per other frame. `context_slots` gives each frame's row of `shared_keys`, or -1
+        for a frame that is its own context. Writes nothing, so that checkpointing can run it again.
         """
-        patch_features, tower_outputs = self._encode_frames(frames, scales, **kwargs)
-        keyframe_tokens = self._pool_keyframes(patch_features[chunk.is_key]).flatten(0, 1)
-        local_keys = self.feature_merger.context_proj(patch_features[chunk.is_local_context])
-        # Context frames of earlier chunks come from the cache; those of this chunk (and frames before a video's
-        # first keyframe, their own context) from the keys just computed.
-        context_keys = cached_context_keys[chunk.merged_cached_row].index_put(
-            (chunk.merged_local.nonzero()[:, 0],), local_keys[chunk.merged_local_index].to(cached_context_keys.dtype)
-        )
-        merged_tokens = self.feature_merger(
-            patch_features[~chunk.is_key], context_keys, query_keys[chunk.merged_videos]
-        )
-        return keyframe_tokens, local_keys, merged_tokens, tower_outputs.hidden_states, tower_outputs.attentions
+        patch_features, tower_outputs = self.encode_frames(frames, scales, **kwargs)
+        merged_features = patch_features[~keyframe_mask]
+        slots = context_slots[~keyframe_mask]
+        own = (slots < 0).nonzero()[:, 0]
+        own_keys = self.feature_merger.context_proj(merged_features[own])
+        if shared_keys.shape[0] == 0:  # then every frame is its own context
+            context_keys = own_keys
+        else:
+            context_keys = shared_keys[slots.clamp(min=0)].index_put((own,), own_keys.to(shared_keys.dtype))
+        merged = iter(self.feature_merger(merged_features, context_keys, query_key.expand(slots.shape[0], -1)))
+        pooled = iter(self.pool_keyframes(patch_features[keyframe_mask]))
+        tokens = [next(pooled) if is_key else next(merged)[None] for is_key in keyframe_mask.tolist()]
+        return torch.cat(tokens), tower_outputs
 
-    def _pool_keyframes(self, patch_features: torch.Tensor) -> torch.Tensor:
-        num_frames, _, hidden_size = patch_features.shape
-        grid = patch_features.view(num_frames, self.patches_per_side, self.patches_per_side, hidden_size)
-        grid = grid.permute(0, 3, 1, 2)
-        pooled = F.interpolate(grid, size=(self.pooled_side, self.pooled_side), mode="bilinear")
-        return pooled.permute(0, 2, 3, 1).reshape(num_frames, self.tokens_per_keyframe, hidden_size)
-
-    def _chunk_size(self, device: torch.device) -> int:
-        # Unset: small on CPU, where a chunk's activations compete with the host memory holding the video; larger
-        # on accelerators to keep them busy.
-        device_default = 8 if device.type == "cpu" else 64
-        return self.config.vision_chunk_size if self.config.vision_chunk_size is not None else device_default
-
-    def _lockstep_chunk_count(self, num_chunks: int) -> int:
+    def _shared_context(self, keyframe_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """
-        How many vision chunks to run: `num_chunks`, or, with the weights sharded across ranks (FSDP2, DeepSpeed
-        ZeRO-3), the largest count of all ranks. Sharded modules gather their weights in collectives at every call,
-        so ranks whose videos need fewer chunks run idle ones: otherwise their collectives would not pair up.
+        The frames of one video that other frames are compared against (at most one per keyframe), and the row of
+        that list holding each frame's context: -1 for keyframes and for frames that are their own context.
         """
-        if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
-            return num_chunks
-        # FSDP2 swaps its modules' parameters for gathered plain tensors during forward: it is recognised by its
-        # module class. DeepSpeed ZeRO-3 marks its parameters.
-        if not (hasattr(self.image_newline, "ds_id") or any(isinstance(m, FSDPModule) for m in self.modules())):
-            return num_chunks
-        count = torch.tensor([num_chunks], device=self.image_newline.device)
-        dist.all_reduce(count, op=dist.ReduceOp.MAX)
-        return int(count)
+        context = context_frames(keyframe_mask, self.config.dfm_context)
+        frame_index = torch.arange(keyframe_mask.shape[0], device=keyframe_mask.device)
+        reads_shared = ~keyframe_mask & (context != frame_index)
+        shared, rows = torch.unique(context[reads_shared], return_inverse=True)
+        return shared, torch.full_like(context, -1).masked_scatter(reads_shared, rows)
 
-    def _check_normalized_frames(self, frames: torch.Tensor) -> None:
-        """Floating point frames must already be normalised: finite, and inside the range normalisation gives."""
-        if not bool(torch.isfinite(frames).all()):
-            raise ValueError("`pixel_values_videos` hold NaN or infinite values.")
-        mean, std = torch.tensor(self.config.pixel_mean), torch.tensor(self.config.pixel_std)
-        # A little slack for resampling overshoot; frames left in 0..255 or 0..1 before normalisation are far out.
-        low, high = float(((0 - mean) / std).min()) - 0.1, float(((1 - mean) / std).max()) + 0.1
-        smallest, largest = (float(value) for value in torch.aminmax(frames))
-        if smallest < low or largest > high:
-            raise ValueError(
-                f"Floating point `pixel_values_videos` must be normalised (mean {self.config.pixel_mean}, std "
-                f"{self.config.pixel_std}: values in [{low + 0.1:.2f}, {high - 0.1:.2f}]), got values in "
-                f"[{smallest:.3g}, {largest:.3g}]. Pass uint8 frames (0..255) to have the model normalise them."
+    def _video_sequence(
+        self,
+        frames: torch.Tensor,
+        scales: torch.Tensor | None,
+        keyframe_mask: torch.Tensor,
+        query_key: torch.Tensor,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> tuple[torch.Tensor, list]:
+        """
+        One video's visual sequence in two passes: the frames that others are compared against, then every frame in
+        temporal order against those complete context keys. The second pass runs the shared context frames (at most
+        one per keyframe) through the tower again: that costs K of N frames' encoding and keeps only their keys, not
+        their activations, between the passes.
+        """
+        shared, context_slots = self._shared_context(keyframe_mask)
+        shared_keys = self._shared_context_keys(frames, scales, shared)
+        tokens, tower_outputs = [], []
+        for chunk in self._chunks(keyframe_mask.shape[0]):
+            chunk_tokens, chunk_outputs = self._run_chunk(
+                self._frame_tokens,
+                frames[chunk],
+                None if scales is None else scales[chunk],
+                keyframe_mask[chunk],
+                context_slots[chunk],
+                shared_keys,
+                query_key,
+                **kwargs,
             )
+            tokens.append(chunk_tokens)
+            tower_outputs.append(chunk_outputs)
+        tokens.append(self.image_newline[None])
+        return torch.cat([chunk_tokens.to(self.image_newline.dtype) for chunk_tokens in tokens]), tower_outputs
+
+    def count_vision_chunks(self, keyframe_mask: torch.Tensor, video_frame_counts: torch.Tensor | None = None) -> int:
+        """
+        How many times `get_video_features` runs the vision tower for these inputs. Sharded training (FSDP2, ZeRO-3)
+        needs every rank to run it equally often; see `vilamp.training.LockstepVisionChunksMixin`.
+        """
+        counts = [keyframe_mask.shape[0]] if video_frame_counts is None else video_frame_counts.tolist()
+        chunks = 0
+        for mask in keyframe_mask.split(counts):
+            shared, _ = self._shared_context(mask)
+            chunks += len(self._chunks(shared.shape[0])) + len(self._chunks(mask.shape[0]))
+        return chunks
 
     def _check_video_inputs(
         self,
@@ -464,10 +370,12 @@ class VilampModel(VilampPreTrainedModel):
         keyframe_mask: torch.Tensor | None,
         query_embeds: torch.Tensor | None,
         video_frame_counts: torch.Tensor | None,
-        frame_relevance: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Validates the video inputs and returns the per-video frame counts."""
+        frame_relevance: torch.Tensor | None,
+    ) -> list[int]:
+        """Checks the video inputs' shapes and types (not their values: that would wait on the device) and returns
+        the frames per video."""
         image_size = self.config.vision_config.image_size
+        num_frames = pixel_values_videos.shape[0]
         if pixel_values_videos.ndim != 4 or pixel_values_videos.shape[1:] != (3, image_size, image_size):
             raise ValueError(
                 f"`pixel_values_videos` must have shape (total_frames, 3, {image_size}, {image_size}), "
@@ -477,9 +385,6 @@ class VilampModel(VilampPreTrainedModel):
             raise ValueError(
                 f"`pixel_values_videos` must be uint8 or floating point, got {pixel_values_videos.dtype}."
             )
-        if pixel_values_videos.is_floating_point():
-            self._check_normalized_frames(pixel_values_videos)
-        num_frames = pixel_values_videos.shape[0]
         if keyframe_mask is None or query_embeds is None:
             raise ValueError("`pixel_values_videos` needs `keyframe_mask` and `query_embeds` (see VilampProcessor).")
         if keyframe_mask.dtype != torch.bool or keyframe_mask.shape != (num_frames,):
@@ -487,20 +392,16 @@ class VilampModel(VilampPreTrainedModel):
                 f"`keyframe_mask` must be a bool tensor of shape ({num_frames},) matching `pixel_values_videos`, "
                 f"got {keyframe_mask.dtype} of shape {tuple(keyframe_mask.shape)}."
             )
-        if query_embeds.ndim != 2 or query_embeds.shape[1] != self.config.query_embed_dim:
+        if query_embeds.shape[1:] != (self.config.query_embed_dim,) or not query_embeds.is_floating_point():
             raise ValueError(
-                f"`query_embeds` must have shape (num_videos, {self.config.query_embed_dim}), "
-                f"got {tuple(query_embeds.shape)}."
+                f"`query_embeds` must be floating point of shape (num_videos, {self.config.query_embed_dim}), got "
+                f"{query_embeds.dtype} of shape {tuple(query_embeds.shape)}."
             )
-        if not query_embeds.is_floating_point() or not bool(torch.isfinite(query_embeds).all()):
-            raise ValueError(f"`query_embeds` must be finite floating point values, got {query_embeds.dtype} ones.")
         if frame_relevance is not None and (
-            frame_relevance.shape != (num_frames,)
-            or not frame_relevance.is_floating_point()
-            or not bool(torch.isfinite(frame_relevance).all())
+            frame_relevance.shape != (num_frames,) or not frame_relevance.is_floating_point()
         ):
             raise ValueError(
-                f"`frame_relevance` must hold one finite float per frame, shape ({num_frames},), got "
+                f"`frame_relevance` must hold one float per frame, shape ({num_frames},), got "
                 f"{frame_relevance.dtype} of shape {tuple(frame_relevance.shape)}."
             )
         if video_frame_counts is None:
@@ -509,26 +410,26 @@ class VilampModel(VilampPreTrainedModel):
                     f"`query_embeds` holds {query_embeds.shape[0]} videos: pass `video_frame_counts` to say how "
                     f"the {num_frames} frames of `pixel_values_videos` split between them."
                 )
-            return torch.full((1,), num_frames, dtype=torch.long, device=keyframe_mask.device)
+            return [num_frames]
         if video_frame_counts.ndim != 1 or video_frame_counts.is_floating_point() or video_frame_counts.is_complex():
             raise ValueError(
                 f"`video_frame_counts` must be a 1-D integer tensor, got {video_frame_counts.dtype} "
                 f"of shape {tuple(video_frame_counts.shape)}."
             )
-        if video_frame_counts.shape[0] != query_embeds.shape[0]:
+        counts = video_frame_counts.tolist()  # the one size table every video's loop reads, as in Qwen2-VL
+        if len(counts) != query_embeds.shape[0]:
             raise ValueError(
-                f"`video_frame_counts` lists {video_frame_counts.shape[0]} videos but `query_embeds` has "
-                f"{query_embeds.shape[0]}."
+                f"`video_frame_counts` lists {len(counts)} videos but `query_embeds` has {query_embeds.shape[0]}."
             )
-        if bool((video_frame_counts < 1).any()) or int(video_frame_counts.sum()) != num_frames:
+        if min(counts) < 1 or sum(counts) != num_frames:
             raise ValueError(
                 f"`video_frame_counts` must be positive and sum to the {num_frames} frames of "
-                f"`pixel_values_videos`, got {video_frame_counts.tolist()}."
+                f"`pixel_values_videos`, got {counts}."
             )
-        return video_frame_counts.to(device=keyframe_mask.device, dtype=torch.long)
+        return counts
 
     @can_return_tuple
-    @auto_docstring(custom_intro="Builds the visual sequence of every video (reference section 4).")
+    @auto_docstring(custom_intro="Builds the visual sequence of every video (docs/architecture.md).")
     def get_video_features(
         self,
         pixel_values_videos: torch.Tensor,
@@ -536,7 +437,8 @@ class VilampModel(VilampPreTrainedModel):
         query_embeds: torch.Tensor,
         video_frame_counts: torch.Tensor | None = None,
         frame_relevance: torch.Tensor | None = None,
-        **kwargs,
+        num_vision_chunks: int | None = None,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> tuple | BaseModelOutputWithPooling:
         r"""
         pixel_values_videos (`torch.Tensor` of shape `(total_frames, 3, height, width)`):
@@ -553,6 +455,10 @@ class VilampModel(VilampPreTrainedModel):
             in every forward, each frame's pixels are scaled by `1 - p.detach() + p`, `p` its softmax over the
             video's frames: numerically 1, it carries gradients to the frame scorer when `frame_relevance` and
             `query_embeds` come from it with gradients.
+        num_vision_chunks (`int`, *optional*):
+            Run the vision tower this many times, repeating a chunk whose tokens go nowhere after the real ones
+            (`count_vision_chunks` of these inputs at most). Sharded training passes the largest count of all
+            ranks, whose collectives must pair up.
 
         Returns:
             [`BaseModelOutputWithPooling`]: `last_hidden_state`, `(num_visual_tokens, hidden_size)`, the visual
@@ -562,74 +468,44 @@ class VilampModel(VilampPreTrainedModel):
             `attentions`, one tensor per layer over all frames, `(total_frames, patches, ...)`: asked for, they hold
             every frame's activations, which the visual sequence alone never does.
         """
-        video_frame_counts = self._check_video_inputs(
+        frame_counts = self._check_video_inputs(
             pixel_values_videos, keyframe_mask, query_embeds, video_frame_counts, frame_relevance
         )
-        dtype, device = self.image_newline.dtype, self.image_newline.device
+        device, dtype = self.image_newline.device, self.image_newline.dtype
         # Frames may stay where they are (host memory for a 10,000-frame video): only one chunk at a time moves.
         keyframe_mask = keyframe_mask.to(device)
-        plan = plan_visual_sequence(
-            keyframe_mask, video_frame_counts.to(device), self.tokens_per_keyframe, self.config.dfm_context
-        )
-        hidden_size = self.config.text_config.hidden_size
-        scales = None
-        if frame_relevance is not None:
-            scales = straight_through_scales(frame_relevance.to(device), video_frame_counts)
-
+        scales = None if frame_relevance is None else straight_through_scales(frame_relevance.to(device), frame_counts)
         query_keys = self.feature_merger.query_proj(query_embeds.to(device, dtype))
-        # Only the context frames' keys outlive their chunk: at most one per keyframe, never one per frame. The
-        # extra last row is what slot -1 (frames that are nobody's context) reads before being overwritten.
-        context_cache = torch.zeros(
-            plan.num_context_slots + 1, self.patches_per_side**2, hidden_size, device=device, dtype=dtype
-        )
-        sequence = torch.empty(plan.num_rows, hidden_size, device=device, dtype=dtype)
-        # Filled in place, chunk by chunk: an out-of-place `index_put` would copy the whole sequence (and the cache)
-        # for every chunk, quadratic in the number of frames. Autograd allows it: no backward reads overwritten rows.
-        # Writes cast to the sequence's dtype: under autocast the chunk's tokens come out in bf16/fp16.
-        sequence.index_put_((plan.newline_rows,), self.image_newline.expand(plan.newline_rows.shape[0], -1))
-
-        # Checkpointing a whole chunk keeps only what later steps read (its tokens and context keys), not every
-        # frame's tower activations. Non-reentrant: a reentrant checkpoint drops the weights' gradients when no
-        # input requires grad, as uint8 frames never do.
-        checkpointed = self.gradient_checkpointing and self.training and torch.is_grad_enabled()
-        chunk_size = self._chunk_size(device)
-        num_frames = pixel_values_videos.shape[0]
-        chunk_hidden_states, chunk_attentions = [], []
-        for start in range(0, self._lockstep_chunk_count(math.ceil(num_frames / chunk_size)) * chunk_size, chunk_size):
-            stop = min(start + chunk_size, num_frames)
-            # An idle chunk (see `_lockstep_chunk_count`) encodes the first frame again.
-            idle = start >= num_frames
-            chunk = idle_chunk_plan(device) if idle else plan_chunk(plan, keyframe_mask, start, stop)
-            arguments = (
-                (pixel_values_videos[:1] if idle else pixel_values_videos[start:stop]).to(device),
-                None if idle or scales is None else scales[start:stop],
-                chunk,
-                # The rows the chunk reads, gathered here: the cache itself changes after this chunk, which a
-                # checkpointed chunk must not see when it runs again in the backward pass.
-                context_cache[chunk.cached_context_slots],
-                query_keys,
+        sequences, tower_outputs, start = [], [], 0
+        for video, count in enumerate(frame_counts):
+            frames = slice(start, start + count)
+            sequence, outputs = self._video_sequence(
+                pixel_values_videos[frames],
+                None if scales is None else scales[frames],
+                keyframe_mask[frames],
+                query_keys[video],
+                **kwargs,
             )
-            if checkpointed:
-                outputs = checkpoint(self._chunk_tokens, *arguments, use_reentrant=False, **kwargs)
-            else:
-                outputs = self._chunk_tokens(*arguments, **kwargs)
-            keyframe_tokens, local_keys, merged_tokens, hidden_states, attentions = outputs
-            if idle:
-                # Adds zero, but ties the idle chunk into the graph, so its backward (and collectives) run too.
-                sequence.index_put_((plan.newline_rows[:1],), 0 * merged_tokens.to(dtype), accumulate=True)
-                continue
-            sequence.index_put_((chunk.keyframe_rows,), keyframe_tokens.to(dtype))
-            is_cached = chunk.local_context_slots >= 0
-            context_cache.index_put_((chunk.local_context_slots[is_cached],), local_keys[is_cached].to(dtype))
-            sequence.index_put_((chunk.merged_rows,), merged_tokens.to(dtype))
-            chunk_hidden_states.append(hidden_states)
-            chunk_attentions.append(attentions)
-        tokens_per_video = torch.diff(plan.newline_rows + 1, prepend=plan.newline_rows.new_zeros(1))
+            sequences.append(sequence)
+            tower_outputs.extend(outputs)
+            start += count
+        for _ in range(len(tower_outputs), num_vision_chunks or 0):
+            # Adds zero, but ties the extra chunk into the graph, so that its backward (and collectives) run too.
+            idle_tokens, _ = self._run_chunk(
+                self._frame_tokens,
+                pixel_values_videos[:1],
+                None,
+                keyframe_mask.new_ones(1),
+                keyframe_mask.new_zeros(1, dtype=torch.long),
+                sequences[-1].new_zeros(0, self.patches_per_side**2, sequences[-1].shape[-1]),
+                query_keys[0],
+            )
+            sequences[-1] = sequences[-1] + 0 * idle_tokens.sum()
         return BaseModelOutputWithPooling(
-            last_hidden_state=sequence,
-            pooler_output=list(sequence.split(tokens_per_video.tolist())),
-            hidden_states=concat_chunk_outputs(chunk_hidden_states),
-            attentions=concat_chunk_outputs(chunk_attentions),
+            last_hidden_state=torch.cat(sequences),
+            pooler_output=sequences,
+            hidden_states=concat_chunk_outputs([outputs.hidden_states for outputs in tower_outputs]),
+            attentions=concat_chunk_outputs([outputs.attentions for outputs in tower_outputs]),
         )
 
     def get_placeholder_mask(self, input_ids: torch.LongTensor | None, inputs_embeds: torch.Tensor) -> torch.Tensor:
@@ -661,7 +537,8 @@ class VilampModel(VilampPreTrainedModel):
         inputs_embeds: torch.FloatTensor | None = None,
         use_cache: bool | None = None,
         mm_encoder_outputs: dict[str, BaseModelOutputWithPooling] | None = None,
-        **kwargs,
+        num_vision_chunks: int | None = None,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> tuple | VilampModelOutputWithPast:
         r"""
         pixel_values_videos (`torch.Tensor` of shape `(total_frames, 3, height, width)`, *optional*):
@@ -678,6 +555,8 @@ class VilampModel(VilampPreTrainedModel):
         mm_encoder_outputs (`dict[str, BaseModelOutputWithPooling]`, *optional*):
             Visual sequences computed beforehand: `{"video": get_video_features(...)}`, as `generate` passes them
             (encoded once, then repeated per beam or returned sequence); instead of `pixel_values_videos`.
+        num_vision_chunks (`int`, *optional*):
+            Vision tower runs for sharded training's lockstep (see `get_video_features`).
         """
         if (input_ids is None) ^ (inputs_embeds is not None):
             raise ValueError("You must specify exactly one of input_ids or inputs_embeds")
@@ -689,7 +568,12 @@ class VilampModel(VilampPreTrainedModel):
 
         if video_outputs is None and pixel_values_videos is not None:
             video_outputs = self.get_video_features(
-                pixel_values_videos, keyframe_mask, query_embeds, video_frame_counts, frame_relevance
+                pixel_values_videos,
+                keyframe_mask,
+                query_embeds,
+                video_frame_counts,
+                frame_relevance,
+                num_vision_chunks,
             )
         video_features = None
         # Without videos, placeholder tokens are embedded as the tokens they are, as in-library VLMs do (an assistant
@@ -752,7 +636,7 @@ class VilampForConditionalGeneration(VilampPreTrainedModel, GenerationMixin):
         """Length of one video's visual sequence: 196 per keyframe, 1 per other frame, 1 newline."""
         return self.model.num_visual_tokens(num_frames, num_keyframes)
 
-    @auto_docstring(custom_intro="Builds the visual sequence of every video (reference section 4).")
+    @auto_docstring(custom_intro="Builds the visual sequence of every video (docs/architecture.md).")
     def get_video_features(
         self,
         pixel_values_videos: torch.Tensor,
@@ -760,7 +644,7 @@ class VilampForConditionalGeneration(VilampPreTrainedModel, GenerationMixin):
         query_embeds: torch.Tensor,
         video_frame_counts: torch.Tensor | None = None,
         frame_relevance: torch.Tensor | None = None,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> tuple | BaseModelOutputWithPooling:
         r"""
         pixel_values_videos (`torch.Tensor` of shape `(total_frames, 3, height, width)`):
@@ -799,7 +683,8 @@ class VilampForConditionalGeneration(VilampPreTrainedModel, GenerationMixin):
         keyframe_indices: torch.LongTensor | None = None,
         frame_timestamps: torch.Tensor | None = None,
         frame_relevance: torch.Tensor | None = None,
-        **kwargs,
+        num_vision_chunks: int | None = None,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> tuple | VilampCausalLMOutputWithPast:
         r"""
         pixel_values_videos (`torch.Tensor` of shape `(total_frames, 3, height, width)`, *optional*):
@@ -822,6 +707,8 @@ class VilampForConditionalGeneration(VilampPreTrainedModel, GenerationMixin):
             The frame scorer's relevance of each frame to its question (the processor returns it): each frame's
             pixels are scaled by `1 - p.detach() + p`, `p` its softmax over the video's frames, as the released
             model does; numerically 1, the path by which gradients reach the frame scorer.
+        num_vision_chunks (`int`, *optional*):
+            Vision tower runs for sharded training's lockstep (see `get_video_features`).
         """
         outputs = self.model(
             input_ids=input_ids,
@@ -830,6 +717,7 @@ class VilampForConditionalGeneration(VilampPreTrainedModel, GenerationMixin):
             query_embeds=query_embeds,
             video_frame_counts=video_frame_counts,
             frame_relevance=frame_relevance,
+            num_vision_chunks=num_vision_chunks,
             attention_mask=attention_mask,
             position_ids=position_ids,
             inputs_embeds=inputs_embeds,

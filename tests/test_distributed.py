@@ -3,8 +3,10 @@ Training on two CPU processes (gloo) with videos of different lengths on the two
 along `_no_split_modules`, with and without activation checkpointing) give each rank the loss of its own batch and
 the gradients of a single process over the same global batch.
 
-The ranks' videos need 2 and 5 vision chunks: with sharded weights, every chunk gathers them in collectives, so the
-model runs idle chunks on the shorter rank (without them FSDP2 hangs or aborts with a collective mismatch).
+The ranks' videos need 3 and 6 vision chunks (one for the shared context frame, then the frames): with sharded
+weights, every chunk gathers them in collectives, so the shorter rank runs idle chunks up to the count that
+`lockstep_vision_chunks` (what `VilampTrainer` passes) gives; without them FSDP2 hangs or aborts with a collective
+mismatch.
 """
 
 import os
@@ -17,9 +19,10 @@ from torch.distributed.fsdp import fully_shard
 from torch.nn.parallel import DistributedDataParallel
 
 from conftest import tiny_model, video_training_batch
+from vilamp.training import lockstep_vision_chunks
 
 
-FRAMES_PER_RANK = (3, 9)  # 2 and 5 chunks of 2 frames
+FRAMES_PER_RANK = (3, 9)  # 2 and 5 chunks of 2 frames, after one of the context frame
 CHUNK_SIZE = 2
 
 
@@ -49,7 +52,9 @@ def worker(rank: int, mode: str, checkpointing: bool, rendezvous: str, results: 
                 if type(module).__name__ in model._no_split_modules:
                     fully_shard(module)
             wrapped = fully_shard(model)
-        loss = wrapped(**rank_batch(rank)).loss
+        batch = rank_batch(rank)
+        assert lockstep_vision_chunks(model, batch) == 6
+        loss = wrapped(**batch, num_vision_chunks=lockstep_vision_chunks(model, batch)).loss
         loss.backward()
         gradients = {}
         for name, parameter in model.named_parameters():

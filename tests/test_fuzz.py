@@ -17,6 +17,7 @@ from huggingface_hub.errors import StrictDataclassError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
+from safetensors import SafetensorError
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from conftest import CLIP_PATH, FIXTURE_VIDEO_TOKEN_ID, tiny_model
@@ -213,12 +214,6 @@ def normalised(frames: torch.Tensor) -> torch.Tensor:
 
 
 MODEL_INPUT_CASES = {
-    "NaN frames": (
-        {"pixel_values_videos": normalised(uint8_frames()).index_fill(0, torch.tensor([1]), math.nan)},
-        "NaN",
-    ),
-    "float frames in 0..255": ({"pixel_values_videos": uint8_frames().float()}, r"must be normalised.*uint8"),
-    "infinite query": ({"query_embeds": torch.full((1, 16), math.inf)}, "`query_embeds`"),
     "integer query": ({"query_embeds": torch.ones(1, 16, dtype=torch.long)}, "`query_embeds`"),
     "frames without channels": ({"pixel_values_videos": torch.zeros(3, 54, 54, dtype=torch.uint8)}, "pixel_values"),
     "keyframe mask too short": ({"keyframe_mask": torch.tensor([True, False])}, "`keyframe_mask`"),
@@ -270,7 +265,7 @@ SAVED_DIRECTORY_CASES = {
     "config not JSON": (lambda d: (d / "config.json").write_text('{"model_type": "vilamp", '), "config.json"),
     "truncated weights": (
         lambda d: (d / "model.safetensors").write_bytes((d / "model.safetensors").read_bytes()[:5000]),
-        r"safetensors weights in .*model: ",
+        "deserializing header",  # safetensors' own error, as for any transformers model; the CLI names the file
     ),
     "weights missing": (lambda d: (d / "model.safetensors").unlink(), r"model\.safetensors"),
 }
@@ -288,7 +283,7 @@ def test_saved_model_directories(tmp_path, saved_model, case):
     tamper, message = SAVED_DIRECTORY_CASES[case]
     directory = tampered_copy(saved_model, tamper, tmp_path / "model")
     # Config fields are checked by huggingface_hub's strict dataclasses, whose errors name the field.
-    with pytest.raises((OSError, ValueError, StrictDataclassError), match=message):
+    with pytest.raises((OSError, ValueError, StrictDataclassError, SafetensorError), match=message):
         AutoModelForImageTextToText.from_pretrained(directory)
 
 

@@ -29,7 +29,7 @@ from conftest import (
 )
 from vilamp.conversion.verify_conversion import expand_image_index
 from vilamp.modeling_vilamp import VilampConfig, VilampForConditionalGeneration, VilampModel
-from vilamp.modeling_vilamp.modeling_vilamp import plan_visual_sequence
+from vilamp.modeling_vilamp.modeling_vilamp import context_frames
 
 
 VIDEO_ID = FIXTURE_VIDEO_TOKEN_ID
@@ -128,9 +128,9 @@ def test_all_keyframes_equals_llava_onevision_video_path():
     ],
 )
 def test_context_rules(rule, expected_context):
-    plan = plan_visual_sequence(mask_from([2, 5], 8), torch.tensor([8]), 196, rule)
+    context = context_frames(mask_from([2, 5], 8), rule)
     non_key = [0, 1, 3, 4, 6, 7]
-    assert plan.context_index[non_key].tolist() == [expected_context[i] for i in non_key]
+    assert context[non_key].tolist() == [expected_context[i] for i in non_key]
 
 
 def reference_merge(x, context, query, merger):
@@ -157,7 +157,7 @@ def test_dfm_tokens_follow_reference_formula(rule):
     query = torch.randn(1, 16)
     with torch.no_grad():
         sequence = model.get_video_features(frames, mask_from(keyframes, 8), query).last_hidden_state
-        features, _ = model.model._encode_frames(frames)  # every frame's 729 projected patches, unchunked
+        features, _ = model.model.encode_frames(frames)  # every frame's 729 projected patches, unchunked
         merger = model.model.feature_merger
         context_of = {"released": {3: 0, 4: 0, 6: 1, 7: 1}, "preceding_keyframe": {3: 2, 4: 2, 6: 5, 7: 5}}[rule]
         context_of.update({0: 0, 1: 1})

@@ -120,21 +120,3 @@ def test_trainer_predict_returns_logits_only():
 
     assert AutoConfig.for_model("vilamp").keys_to_ignore_at_inference == ["cache", "video_features"]
     assert tiny_config().keys_to_ignore_at_inference == ["cache", "video_features"]
-
-
-def test_checkpoint_with_a_scalar_temperature_loads(tmp_path):
-    """Directories converted before the temperature had a dimension (a 0-dim tensor) load as they were."""
-    from safetensors.torch import save_file
-
-    from conftest import tiny_model
-    from vilamp.modeling_vilamp import VilampForConditionalGeneration
-
-    model = tiny_model(seed=4)
-    model.save_pretrained(tmp_path)
-    weights = load_file(tmp_path / "model.safetensors")
-    assert weights["model.feature_merger.temperature"].shape == (1,)
-    weights["model.feature_merger.temperature"] = torch.tensor(0.25)
-    save_file(weights, tmp_path / "model.safetensors", metadata={"format": "pt"})
-    loaded = VilampForConditionalGeneration.from_pretrained(tmp_path)
-    assert loaded.model.feature_merger.temperature.shape == (1,)
-    assert loaded.model.feature_merger.temperature.tolist() == [0.25]

@@ -27,10 +27,11 @@ the DataLoader. To train it, wrap model and scorer in one module holding them as
 from collections.abc import Iterable, Mapping
 
 import torch
+import torch.distributed as dist
 from torch import nn
 from transformers import Trainer
 
-from ..modeling_vilamp import VilampForConditionalGeneration
+from ..modeling_vilamp import VilampForConditionalGeneration, VilampModel
 
 
 # Parameter name prefixes of each part, relative to `VilampForConditionalGeneration`.
@@ -241,5 +242,34 @@ class PartLearningRatesMixin:
         return self.optimizer
 
 
-class VilampTrainer(PartLearningRatesMixin, Trainer):
-    """`transformers.Trainer` with a learning rate per part (`part_learning_rates`, see `PartLearningRatesMixin`)."""
+def lockstep_vision_chunks(model: nn.Module, inputs: Mapping[str, torch.Tensor]) -> int:
+    """
+    The most vision tower runs that any rank's `inputs` need (`VilampModel.count_vision_chunks`, all-reduced). With
+    the weights sharded across ranks, every run gathers them in collectives, which must pair up between ranks.
+    """
+    vilamp = next(module for module in model.modules() if isinstance(module, VilampModel))
+    count = vilamp.count_vision_chunks(inputs["keyframe_mask"], inputs.get("video_frame_counts"))
+    count = torch.tensor([count], device=vilamp.image_newline.device)
+    dist.all_reduce(count, op=dist.ReduceOp.MAX)
+    return int(count)
+
+
+class LockstepVisionChunksMixin:
+    """
+    Makes a `transformers.Trainer` (or TRL's `SFTTrainer`) run the vision tower equally often on every rank when the
+    weights are sharded (FSDP, DeepSpeed): ranks whose videos need fewer chunks run idle ones (`num_vision_chunks`).
+    Without it, ranks with videos of different lengths stop at mismatched collectives.
+    """
+
+    def compute_loss(self, model: nn.Module, inputs: dict, *args, **kwargs):
+        sharded = self.is_fsdp_enabled or self.is_deepspeed_enabled
+        if sharded and self.args.world_size > 1 and "pixel_values_videos" in inputs:
+            inputs = {**inputs, "num_vision_chunks": lockstep_vision_chunks(model, inputs)}
+        return super().compute_loss(model, inputs, *args, **kwargs)
+
+
+class VilampTrainer(PartLearningRatesMixin, LockstepVisionChunksMixin, Trainer):
+    """
+    `transformers.Trainer` with a learning rate per part (`part_learning_rates`, see `PartLearningRatesMixin`) and
+    sharded training's vision lockstep (`LockstepVisionChunksMixin`).
+    """
