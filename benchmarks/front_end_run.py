@@ -1,9 +1,9 @@
 """
 One front-end measurement, in a process of its own (run by `benchmarks.front_end`), printed as JSON:
 
-- `original`: the released evaluation scripts' front end as it runs (reference section 1; `exp_vMME.py`): OpenCV
-  grabs every frame and keeps every `int(fps)`-th as a PIL image at native resolution; every kept frame is copied
-  into one array, preprocessed for SigLIP (PIL resize, rescale and normalise in NumPy, per frame, as LLaVA's
+- `original`: the released evaluation scripts' front end as it runs (`exp_vMME.py`; docs/architecture.md, "Sampling"):
+  OpenCV grabs every frame and keeps every `int(fps)`-th as a PIL image at native resolution; every kept frame is
+  copied into one array, preprocessed for SigLIP (PIL resize, rescale and normalise in NumPy, per frame, as LLaVA's
   `SigLipImageProcessor`) and for CLIP (transformers' `CLIPImageProcessor`, the PIL one the scripts ran); CLIP embeds
   all frames in one batch; the N x N similarity matrix feeds the greedy pass and gap filling.
 - `project`: this project's `VilampVideoProcessor.process_video` with the frame scorer (decoding, resizing and CLIP

@@ -1,5 +1,6 @@
 """
-Where every tensor and config field of the original ViLAMP checkpoint goes (reference section 7).
+Where every tensor and config field of the original ViLAMP checkpoint goes (docs/architecture.md, "Original
+checkpoint").
 
 The original `LlavaQwenForCausalLM` checkpoint holds three things: the model this project's
 `VilampForConditionalGeneration` runs, the frame scorer (a transformers `CLIPModel` under

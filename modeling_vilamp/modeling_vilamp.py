@@ -123,7 +123,7 @@ def context_frames(keyframe_mask: torch.Tensor, rule: str) -> torch.Tensor:
     """
     The frame that each frame of one video is compared against in differential feature merging, `(num_frames,)`
     indices. After the i-th keyframe it is frame number i of the video under the released rule, keyframe i under the
-    paper's; a frame before the first keyframe is its own context (docs/architecture.md, "Released behaviour").
+    paper's; a frame before the first keyframe is its own context (docs/architecture.md, "Context frames").
     """
     frames = torch.arange(keyframe_mask.shape[0], device=keyframe_mask.device)
     ordinal = torch.cumsum(keyframe_mask.long(), 0) - 1  # i of the keyframe at or before each frame, -1 before any
@@ -138,7 +138,7 @@ def context_frames(keyframe_mask: torch.Tensor, rule: str) -> torch.Tensor:
 def straight_through_scales(frame_relevance: torch.Tensor, frame_counts: list[int]) -> torch.Tensor:
     """
     `1 - p.detach() + p`, `p` the softmax of the relevance over each video's frames: a factor of 1 on every frame's
-    pixels through which gradients reach the frame scorer (docs/architecture.md, "Released behaviour").
+    pixels through which gradients reach the frame scorer (docs/architecture.md, "Straight-through scorer path").
     """
     # float32, so that the factor stays 1 when cast to the frames' dtype; bf16's 1 - p would round to 0.996.
     p = torch.cat([torch.softmax(relevance, dim=0) for relevance in frame_relevance.float().split(frame_counts)])

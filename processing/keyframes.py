@@ -1,6 +1,6 @@
 """
-Differential keyframe selection (reference section 2): choose K frames that are relevant to the question and not
-redundant with each other, then spread any unused slots over the gaps between them.
+Differential keyframe selection (docs/architecture.md, "Keyframe selection"): choose K frames that are relevant to the
+question and not redundant with each other, then spread any unused slots over the gaps between them.
 
 Memory is O(N * K): a frame's similarities to the others are computed only when it is selected (at most K times),
 never as an N x N matrix, so this runs on 100,000 frames.

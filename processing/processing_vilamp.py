@@ -51,9 +51,9 @@ TOKENIZER_LOCK = threading.Lock()
 LEGACY_VIDEO_SETTINGS = ("fps", "max_frames", "image_size", "decode_chunk_size")
 
 
-# The "qwen_1_5" conversation format of the released evaluation scripts (reference section 5). The assistant's words
-# and the <|im_end|> that closes them are marked `{% generation %}`: `return_assistant_tokens_mask` (TRL's
-# `assistant_only_loss`) reads the marks; the text is the same.
+# The "qwen_1_5" conversation format of the released evaluation scripts (docs/architecture.md, "Prompt"). The
+# assistant's words and the <|im_end|> that closes them are marked `{% generation %}`: `return_assistant_tokens_mask`
+# (TRL's `assistant_only_loss`) reads the marks; the text is the same.
 CHAT_TEMPLATE = (
     "{% macro render(content) %}"
     "{% if content is string %}{{ content }}"

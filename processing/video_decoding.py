@@ -1,5 +1,5 @@
 """
-Video decoding and frame sampling (reference section 1).
+Video decoding and frame sampling (docs/architecture.md, "Sampling").
 
 A video is sampled at about one frame per second, then thinned uniformly to at most `max_frames`. For a video with a
 constant frame rate this is the reference rule, every `int(native_fps)`-th frame; for a variable frame rate (phones,

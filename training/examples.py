@@ -1,6 +1,6 @@
 """
-Training examples: reading the released recipe's data files (reference section 8) and turning each record, in the
-original's LLaVA format or as chat `messages`, into one `TrainingExample`.
+Training examples: reading the released recipe's data files (docs/architecture.md, "Training recipe") and turning each
+record, in the original's LLaVA format or as chat `messages`, into one `TrainingExample`.
 
 A data file is a JSON list, a JSON Lines file, or a YAML mixture of such files:
 

@@ -1,11 +1,11 @@
 """
 Language-modelling targets for a tokenised Qwen chat (`<|im_start|>{role}\\n{content}<|im_end|>\\n` turns).
 
-`"released"` masking is the released recipe's (`preprocess_qwen`, reference section 8), which the checkpoint was
-fine-tuned with: every token of each assistant turn, its `<|im_start|>assistant\\n` header and trailing newline
-included, and also every `<|im_start|>`, `<|im_end|>` and lone-newline token anywhere in the sequence (the system
-and user turns included). `"assistant"` masking is the usual one: the assistant's words and the `<|im_end|>` that
-closes them, nothing else. Either way video placeholders are never targets.
+`"released"` masking is the released recipe's (`preprocess_qwen`, docs/architecture.md, "Training recipe"), which the
+checkpoint was fine-tuned with: every token of each assistant turn, its `<|im_start|>assistant\\n` header and trailing
+newline included, and also every `<|im_start|>`, `<|im_end|>` and lone-newline token anywhere in the sequence (the
+system and user turns included). `"assistant"` masking is the usual one: the assistant's words and the `<|im_end|>`
+that closes them, nothing else. Either way video placeholders are never targets.
 
 The labels are read off the ids of the whole conversation, so they fit whatever the processor tokenised. Turns are
 delimited by their `<|im_start|>` tokens: as every turn boundary is a special token, tokenising the whole

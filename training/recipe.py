@@ -1,6 +1,6 @@
 """
-The released fine-tuning recipe (reference section 8: `llava/train/train.py`, `scripts/train/finetune_*.sh`, the
-paper) as `transformers.Trainer` settings, and the run behind `vilamp train`:
+The released fine-tuning recipe (docs/architecture.md, "Training recipe": `llava/train/train.py`,
+`scripts/train/finetune_*.sh`, the paper) as `transformers.Trainer` settings, and the run behind `vilamp train`:
 
     recipe = TrainingRecipe(data="data.yaml", output_dir="runs/vilamp-ft", video_folder="videos")
     trainer = train(model, processor, recipe)

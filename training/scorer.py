@@ -1,5 +1,6 @@
 """
-Training the frame scorer with the model: the released recipe's straight-through path (reference sections 6 and 8).
+Training the frame scorer with the model: the released recipe's straight-through path (docs/architecture.md,
+"Straight-through scorer path").
 
 The scorer (open_clip CLIP, `processor.frame_scorer.model`) is not part of the model: the processor runs it to pick
 keyframes. To train it, `VilampWithFrameScorer` holds both and computes, with gradients, what the processor computed
