@@ -81,11 +81,10 @@ def build(size: str, device: torch.device) -> tuple[VilampForConditionalGenerati
             text_config={**TINY_TEXT_CONFIG, "vocab_size": 512},
             query_embed_dim=scorer_config["embed_dim"],
             video_token_id=500,
-            num_keyframes=NUM_KEYFRAMES,
         )
         model, scorer = VilampForConditionalGeneration(config).to(device).eval(), FrameScorer(scorer_config)
     else:
-        config = VilampConfig(num_keyframes=NUM_KEYFRAMES)
+        config = VilampConfig()
         dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
         with torch.device(device):
             model = VilampForConditionalGeneration._from_config(config, dtype=dtype, attn_implementation="sdpa")

@@ -251,18 +251,24 @@ def convert_original_config(original: dict, num_vision_layers: int, video_token_
     )
     vision_config = _vision_tower_fields(original)
     vision_config.update(model_type="siglip_vision_model", num_hidden_layers=num_vision_layers, vision_use_head=False)
-    relevance_floor = float(original.get("f2t_thrd", -1.0))
     return {
         "vision_config": vision_config,
         "text_config": text_config,
         "video_token_id": video_token_id,
         "keyframe_pooling_stride": int(original.get("mm_spatial_pool_stride", 2)),
+        "query_embed_dim": int(original.get("composer_proj_dim", 512)),
+        "tie_word_embeddings": bool(original.get("tie_word_embeddings", False)),
+    }
+
+
+def keyframe_selection_settings(original: dict) -> dict:
+    """`VilampProcessor` keyword arguments for the original config's keyframe selection (K, tau_f, r_min)."""
+    relevance_floor = float(original.get("f2t_thrd", -1.0))
+    return {
         "num_keyframes": int(original.get("max_frame_num", 32)),
         "keyframe_similarity_threshold": float(original.get("f2f_thrd", 0.85)),
         # Cosine similarities are never below -1, so the original's -1 default is "no floor".
         "keyframe_relevance_threshold": relevance_floor if relevance_floor > -1.0 else None,
-        "query_embed_dim": int(original.get("composer_proj_dim", 512)),
-        "tie_word_embeddings": bool(original.get("tie_word_embeddings", False)),
     }
 
 

@@ -40,6 +40,7 @@ from .checkpoint_mapping import (
     count_vision_layers,
     frame_scorer_config,
     is_position_ids,
+    keyframe_selection_settings,
     route_original_key,
     to_model_layout,
 )
@@ -367,14 +368,14 @@ def write_repository(
         tokenizer=tokenizer,
         frame_scorer=build_frame_scorer(original_config, clip_tensors),
         video_token=VIDEO_TOKEN,
-        num_keyframes=config.num_keyframes,
-        keyframe_similarity_threshold=config.keyframe_similarity_threshold,
-        keyframe_relevance_threshold=config.keyframe_relevance_threshold,
+        **keyframe_selection_settings(original_config),
         tokens_per_keyframe=target.model.tokens_per_keyframe,
         video_processor=VilampVideoProcessor(size={"height": image_size, "width": image_size}),
     )
     processor.save_pretrained(directory)
-    card = render_model_card(target.model, source_repo_id=source_repo_id, license_id=license_id, repo_id=repo_id)
+    card = render_model_card(
+        target.model, processor, source_repo_id=source_repo_id, license_id=license_id, repo_id=repo_id
+    )
     (directory / "README.md").write_text(card)
     log(f"Wrote config, code, tokenizer ({VIDEO_TOKEN} = {video_token_id}), processor, frame scorer and model card")
 

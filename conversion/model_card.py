@@ -1,6 +1,7 @@
 """The README.md (Hub model card) that the converter writes beside the converted weights."""
 
 from ..modeling_vilamp import VilampModel
+from ..processing import VilampProcessor
 
 
 ORIGINAL_REPO_ID = "orange-sk/ViLAMP-llava-qwen"
@@ -32,11 +33,11 @@ def _metadata(source_repo_id: str | None, license_id: str | None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def token_arithmetic(model: VilampModel, num_frames: int = 10_000) -> str:
+def token_arithmetic(processor: VilampProcessor, num_frames: int = 10_000) -> str:
     """One sentence with the visual-token budget of `num_frames` sampled frames against uniform encoding."""
-    keyframes, per_keyframe = model.config.num_keyframes, model.tokens_per_keyframe
-    vilamp = model.num_visual_tokens(num_frames, keyframes)
-    uniform = model.num_visual_tokens(num_frames, num_frames)
+    keyframes, per_keyframe = processor.num_keyframes, processor.tokens_per_keyframe
+    vilamp = processor.num_visual_tokens(num_frames, keyframes)
+    uniform = processor.num_visual_tokens(num_frames, num_frames)
     return (
         f"{num_frames:,} sampled frames cost {keyframes} x {per_keyframe} (keyframes) + "
         f"{num_frames - keyframes:,} x 1 (merged frames) + 1 (newline) = {vilamp:,} visual tokens, against "
@@ -47,15 +48,17 @@ def token_arithmetic(model: VilampModel, num_frames: int = 10_000) -> str:
 
 def render_model_card(
     model: VilampModel,
+    processor: VilampProcessor,
     source_repo_id: str | None = None,
     license_id: str | None = None,
     repo_id: str = "PATH_OR_REPO_ID",
 ) -> str:
     """
     The model card: metadata, what ViLAMP is, usage (Python and the `vilamp` command), limits, citation. `model` is
-    the converted base model (its sizes and token arithmetic are quoted; a meta-device instance will do).
+    the converted base model (its sizes are quoted; a meta-device instance will do), `processor` its processor (the
+    keyframe settings and token arithmetic).
     """
-    config, tokens_per_keyframe = model.config, model.tokens_per_keyframe
+    config, tokens_per_keyframe = model.config, processor.tokens_per_keyframe
     text = config.text_config
     vision = config.vision_config
     source = (
@@ -82,20 +85,20 @@ weights of {source} converted to safetensors, with code that runs them in Huggin
 ## How it works
 
 - **Differential keyframe selection** (in the processor): a CLIP model scores every sampled frame (about one per
-  second) against the question; up to {config.num_keyframes} frames are kept that are relevant and not redundant with
-  each other (CLIP similarity below {config.keyframe_similarity_threshold}).
+  second) against the question; up to {processor.num_keyframes} frames are kept that are relevant and not redundant
+  with each other (CLIP similarity below {processor.keyframe_similarity_threshold}).
 - **Differential feature merging** (in the model): every other frame becomes one token, a softmax-weighted sum of its
   {(vision.image_size // vision.patch_size) ** 2} SigLIP patches that favours patches relevant to the question and
   different from its context keyframe.
 
-{token_arithmetic(model)}
+{token_arithmetic(processor)}
 
 | part | size |
 | --- | --- |
 | language model | Qwen2, {text.num_hidden_layers} layers, hidden size {text.hidden_size} |
 | vision tower | SigLIP, {vision.num_hidden_layers} layers, {vision.image_size} px, patch {vision.patch_size} |
 | frame scorer | CLIP (open_clip layout, `frame_scorer.safetensors`), used by the processor |
-| keyframes | {config.num_keyframes} x {tokens_per_keyframe} tokens; other frames 1 token each |
+| keyframes | {processor.num_keyframes} x {tokens_per_keyframe} tokens; other frames 1 token each |
 
 ## Usage
 

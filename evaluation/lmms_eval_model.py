@@ -75,7 +75,7 @@ class Vilamp(lmms):
             raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}.")
         if int(batch_size) < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
-        from ..cli import load_model_and_processor, resolve_device
+        from ..loading import load_model_and_processor, resolve_device
 
         self.accelerator = Accelerator()
         if self.accelerator.num_processes > 1:

@@ -42,13 +42,6 @@ class VilampConfig(PreTrainedConfig):
             Activation between the two linear layers of the projector.
         keyframe_pooling_stride (`int`, *optional*, defaults to 2):
             Keyframe patch grids are shrunk by this factor with bilinear interpolation (27x27 -> 14x14).
-        num_keyframes (`int`, *optional*, defaults to 32):
-            K, the number of frames kept at full detail (used by the processor's keyframe selection).
-        keyframe_similarity_threshold (`float`, *optional*, defaults to 0.85):
-            tau_f: a frame whose CLIP similarity to a selected keyframe exceeds this is redundant.
-        keyframe_relevance_threshold (`float`, *optional*):
-            r_min: frames less relevant to the query than this stop the greedy pass. `None` turns the floor off
-            (the released model's setting).
         query_embed_dim (`int`, *optional*, defaults to 512):
             Size of the frame scorer's query embedding that feeds differential feature merging.
         dfm_temperature_init (`float`, *optional*, defaults to 0.01):
@@ -118,9 +111,6 @@ class VilampConfig(PreTrainedConfig):
     video_token_id: int = 151646
     projector_hidden_act: str = "gelu"
     keyframe_pooling_stride: int = 2
-    num_keyframes: int = 32
-    keyframe_similarity_threshold: float = 0.85
-    keyframe_relevance_threshold: float | None = None
     query_embed_dim: int = 512
     dfm_temperature_init: float = 0.01
     dfm_context: Literal["released", "preceding_keyframe"] = "released"
@@ -149,8 +139,6 @@ class VilampConfig(PreTrainedConfig):
 
     def validate_vilamp_settings(self):
         """Part of `@strict` validation: the ViLAMP-specific fields."""
-        if self.num_keyframes < 1:
-            raise ValueError(f"`num_keyframes` must be at least 1, got {self.num_keyframes}.")
         if self.keyframe_pooling_stride < 1:
             raise ValueError(f"`keyframe_pooling_stride` must be at least 1, got {self.keyframe_pooling_stride}.")
         if self.vision_chunk_size is not None and self.vision_chunk_size < 1:

@@ -352,17 +352,21 @@ class VilampModel(VilampPreTrainedModel):
         tokens.append(self.image_newline[None])
         return torch.cat([chunk_tokens.to(self.image_newline.dtype) for chunk_tokens in tokens]), tower_outputs
 
-    def count_vision_chunks(self, keyframe_mask: torch.Tensor, video_frame_counts: torch.Tensor | None = None) -> int:
+    def vision_chunk_sizes(
+        self, keyframe_mask: torch.Tensor, video_frame_counts: torch.Tensor | None = None
+    ) -> list[int]:
         """
-        How many times `get_video_features` runs the vision tower for these inputs. Sharded training (FSDP2, ZeRO-3)
-        needs every rank to run it equally often; see `vilamp.training.LockstepVisionChunksMixin`.
+        The frames of each vision tower run that `get_video_features` makes for these inputs, in order: per video,
+        its shared context frames, then all its frames. Sharded training (FSDP2, ZeRO-3) needs every rank to run the
+        tower equally often (see `vilamp.training.LockstepVisionChunksMixin`); progress bars count the frames.
         """
         counts = [keyframe_mask.shape[0]] if video_frame_counts is None else video_frame_counts.tolist()
-        chunks = 0
+        sizes = []
         for mask in keyframe_mask.split(counts):
             shared, _ = self._shared_context(mask)
-            chunks += len(self._chunks(shared.shape[0])) + len(self._chunks(mask.shape[0]))
-        return chunks
+            for num_frames in (shared.shape[0], mask.shape[0]):
+                sizes.extend(chunk.stop - chunk.start for chunk in self._chunks(num_frames))
+        return sizes
 
     def _check_video_inputs(
         self,
@@ -457,8 +461,8 @@ class VilampModel(VilampPreTrainedModel):
             `query_embeds` come from it with gradients.
         num_vision_chunks (`int`, *optional*):
             Run the vision tower this many times, repeating a chunk whose tokens go nowhere after the real ones
-            (`count_vision_chunks` of these inputs at most). Sharded training passes the largest count of all
-            ranks, whose collectives must pair up.
+            (no fewer than `len(vision_chunk_sizes(...))` of these inputs). Sharded training passes the largest
+            count of all ranks, whose collectives must pair up.
 
         Returns:
             [`BaseModelOutputWithPooling`]: `last_hidden_state`, `(num_visual_tokens, hidden_size)`, the visual
@@ -489,7 +493,8 @@ class VilampModel(VilampPreTrainedModel):
             sequences.append(sequence)
             tower_outputs.extend(outputs)
             start += count
-        for _ in range(len(tower_outputs), num_vision_chunks or 0):
+        runs = len(self.vision_chunk_sizes(keyframe_mask, video_frame_counts)) if num_vision_chunks else 0
+        for _ in range(runs, num_vision_chunks or 0):
             # Adds zero, but ties the extra chunk into the graph, so that its backward (and collectives) run too.
             idle_tokens, _ = self._run_chunk(
                 self._frame_tokens,

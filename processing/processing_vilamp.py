@@ -47,8 +47,6 @@ from .video_processing_vilamp import (
 
 SCORER_FILES = (WEIGHTS_NAME, CONFIG_NAME)
 TOKENIZER_LOCK = threading.Lock()
-# Settings that processors saved before the video processor existed kept in processor_config.json.
-LEGACY_VIDEO_SETTINGS = ("fps", "max_frames", "image_size", "decode_chunk_size")
 
 
 # The "qwen_1_5" conversation format of the released evaluation scripts (docs/architecture.md, "Prompt"). The
@@ -90,16 +88,6 @@ class VilampProcessorKwargs(ProcessingKwargs, total=False):
     num_keyframes: int
 
 
-def video_settings(image_size: int | None = None, **settings) -> dict:
-    """
-    `VilampVideoProcessor` keyword arguments for the video settings that `VilampProcessor` took itself before it had
-    a video processor (`fps`, `max_frames`, `image_size`, `decode_chunk_size`).
-    """
-    if image_size is not None:
-        settings["size"] = {"height": image_size, "width": image_size}
-    return settings
-
-
 @auto_docstring
 class VilampProcessor(ProcessorMixin):
     """
@@ -123,15 +111,12 @@ class VilampProcessor(ProcessorMixin):
         keyframe_relevance_threshold: float | None = None,
         fill_keyframe_gaps: bool = True,
         tokens_per_keyframe: int = 196,
-        **kwargs,
     ):
         r"""
         tokenizer (`PreTrainedTokenizerBase`):
             The language model's tokenizer; it must know `video_token`.
         video_processor (`VilampVideoProcessor`, *optional*):
-            Sampling, decoding and resizing. When omitted, one is built from the keyword arguments `fps`,
-            `max_frames`, `image_size` and `decode_chunk_size` (the settings this processor took before it had a
-            video processor), or its defaults.
+            Sampling, decoding and resizing; `VilampVideoProcessor()` when omitted.
         chat_template (`str`, *optional*):
             Jinja template; defaults to the Qwen format the released model was evaluated with.
         frame_scorer (`FrameScorer`, *optional*):
@@ -149,13 +134,8 @@ class VilampProcessor(ProcessorMixin):
         tokens_per_keyframe (`int`, *optional*, defaults to 196):
             Visual tokens per keyframe in the model (the pooled 14x14 grid).
         """
-        legacy = {name: kwargs.pop(name) for name in LEGACY_VIDEO_SETTINGS if name in kwargs}
-        if kwargs:
-            raise TypeError(f"VilampProcessor got unexpected keyword arguments {sorted(kwargs)}.")
         if video_processor is None:
-            video_processor = VilampVideoProcessor(**video_settings(**legacy))
-        elif legacy:
-            raise ValueError(f"Give {sorted(legacy)} to the video processor, or no video processor.")
+            video_processor = VilampVideoProcessor()
         self.frame_scorer = frame_scorer
         self.video_token = video_token
         self.num_keyframes = num_keyframes
@@ -169,21 +149,6 @@ class VilampProcessor(ProcessorMixin):
         self.video_token_id = self.tokenizer.convert_tokens_to_ids(video_token)
         if self.video_token_id is None or self.video_token_id == self.tokenizer.unk_token_id:
             raise ValueError(f"The tokenizer has no {video_token!r} token: add it as a special token first.")
-
-    @property
-    def fps(self) -> float:
-        """The video processor's sampling rate."""
-        return self.video_processor.fps
-
-    @property
-    def max_frames(self) -> int | None:
-        """The video processor's cap on sampled frames."""
-        return self.video_processor.max_frames
-
-    @property
-    def image_size(self) -> int:
-        """Side of the frames given to the vision tower."""
-        return self.video_processor.image_size
 
     @property
     def model_input_names(self) -> list[str]:
@@ -395,15 +360,6 @@ class VilampProcessor(ProcessorMixin):
         files += self.video_processor.save_pretrained(save_directory)
         self.frame_scorer.save_pretrained(save_directory)
         return files
-
-    @classmethod
-    def _get_arguments_from_pretrained(cls, pretrained_model_name_or_path, processor_dict=None, **kwargs):
-        # A directory saved before the video processor existed keeps its video settings in processor_config.json.
-        if processor_dict is None or "video_processor" in processor_dict or "image_size" not in processor_dict:
-            return super()._get_arguments_from_pretrained(pretrained_model_name_or_path, processor_dict, **kwargs)
-        legacy = {name: processor_dict.pop(name) for name in LEGACY_VIDEO_SETTINGS if name in processor_dict}
-        tokenizer = cls._load_tokenizer_from_pretrained("tokenizer", pretrained_model_name_or_path, **kwargs)
-        return [tokenizer, VilampVideoProcessor(**video_settings(**legacy))]
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs) -> "VilampProcessor":

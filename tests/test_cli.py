@@ -98,14 +98,19 @@ def converted_model(tmp_path_factory) -> Path:
 
 def answer_lines_and_bars(result: subprocess.CompletedProcess, frames: int) -> list[str]:
     """
-    stdout's lines, once stderr is checked to hold the two progress bars, each run to `frames` frames, and nothing
-    else: no traceback, no decoder log lines.
+    stdout's lines, once stderr is checked to hold the two progress bars run to the end, and nothing else: no
+    traceback, no decoder log lines. Decoding runs to `frames` frames; encoding to those and the frames that others
+    are compared against, encoded first: at most one per keyframe, and the embedded default keeps 2.
     """
     assert result.returncode == 0, result.stderr
     bar_updates = [update for update in re.split(r"[\r\n]+", result.stderr) if update.strip()]  # \r redraws a bar
     assert all(update.startswith(PROGRESS_BARS) for update in bar_updates), result.stderr
-    for bar in PROGRESS_BARS:
-        assert any(update.startswith(f"{bar}: 100%") and f" {frames}/{frames} " in update for update in bar_updates)
+    decoding, encoding = PROGRESS_BARS
+    assert any(update.startswith(f"{decoding}: 100%") and f" {frames}/{frames} " in update for update in bar_updates)
+    encoded = {f" {n}/{n} " for n in range(frames, frames + 3)}
+    assert any(
+        update.startswith(f"{encoding}: 100%") and any(total in update for total in encoded) for update in bar_updates
+    )
     lines = result.stdout.splitlines()
     assert lines[0] == cli.EMBEDDED_DEFAULT_NOTE and lines[1].startswith("answer: ")
     return lines

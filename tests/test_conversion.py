@@ -149,8 +149,11 @@ def test_config_tokenizer_processor_and_generation_config(converted):
         "AutoModel": "modeling_vilamp.VilampModel",
         "AutoModelForImageTextToText": "modeling_vilamp.VilampForConditionalGeneration",
     }
-    assert config["num_keyframes"] == original["max_frame_num"]
-    assert config["keyframe_similarity_threshold"] == original["f2f_thrd"]
+    # Keyframe selection is the processor's alone.
+    assert "num_keyframes" not in config and "keyframe_similarity_threshold" not in config
+    processor_config = json.loads((output / "processor_config.json").read_text())
+    assert processor_config["num_keyframes"] == original["max_frame_num"]
+    assert processor_config["keyframe_similarity_threshold"] == original["f2f_thrd"]
     # The original removed the tower's last layer: one fewer layer than its own config says.
     assert config["vision_config"]["num_hidden_layers"] == original["vision_tower_config"]["num_hidden_layers"] - 1
     assert config["text_config"]["hidden_size"] == original["hidden_size"]

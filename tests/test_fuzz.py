@@ -259,7 +259,10 @@ def edit_config(change):
 SAVED_DIRECTORY_CASES = {
     "config without text_config": (edit_config(lambda c: c.pop("text_config")), "text_config"),
     "config without vision_config": (edit_config(lambda c: c.pop("vision_config")), "vision_config"),
-    "num_keyframes as text": (edit_config(lambda c: c.update(num_keyframes="many")), "num_keyframes"),
+    "pooling stride as text": (
+        edit_config(lambda c: c.update(keyframe_pooling_stride="two")),
+        "keyframe_pooling_stride",
+    ),
     "negative vision chunk": (edit_config(lambda c: c.update(vision_chunk_size=-3)), "vision_chunk_size"),
     "hidden size as text": (edit_config(lambda c: c["text_config"].update(hidden_size="x")), "hidden_size"),
     "config not JSON": (lambda d: (d / "config.json").write_text('{"model_type": "vilamp", '), "config.json"),

@@ -219,6 +219,42 @@ def test_chunked_encoding_equals_unchunked(chunk_size):
     torch.testing.assert_close(chunked.last_hidden_state, whole.last_hidden_state, atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize(
+    ("rule", "shared"),
+    [
+        # Video 0 (8 frames, keyframe 3): frames 0-2 are their own context, 4-7 read frame 0 (released) or 3.
+        # Video 1 (5 frames, keyframes 0 and 2): frames 1 and 3, 4 read frames 0 and 1 (released) or 0 and 2.
+        ("released", [1, 2]),
+        ("preceding_keyframe", [1, 2]),
+    ],
+)
+def test_vision_chunk_sizes_are_the_towers_runs(rule, shared):
+    model = tiny_model(seed=7, vision_chunk_size=3, dfm_context=rule)
+    frames, mask = random_video(13, seed=6), torch.cat([mask_from([3], 8), mask_from([0, 2], 5)])
+    runs = []
+    hook = model.model.vision_tower.register_forward_pre_hook(lambda _, args: runs.append(args[0].shape[0]))
+    with torch.no_grad():
+        model.get_video_features(frames, mask, torch.randn(2, 16), torch.tensor([8, 5]))
+    hook.remove()
+    # Per video: its shared context frames in chunks of 3, then all its frames in chunks of 3.
+    expected = [shared[0], 3, 3, 2, shared[1], 3, 2]
+    assert runs == expected == model.model.vision_chunk_sizes(mask, torch.tensor([8, 5]))
+
+
+def test_idle_vision_chunks_change_nothing():
+    """`num_vision_chunks` (sharded training's lockstep) runs the tower that often; the sequence stays the same."""
+    model = tiny_model(seed=7, vision_chunk_size=4)
+    frames, mask, query = random_video(6, seed=6), mask_from([1, 4], 6), torch.randn(1, 16)
+    runs = []
+    hook = model.model.vision_tower.register_forward_pre_hook(lambda _, args: runs.append(args[0].shape[0]))
+    with torch.no_grad():
+        plain = model.get_video_features(frames, mask, query).last_hidden_state
+        padded = model.get_video_features(frames, mask, query, num_vision_chunks=6).last_hidden_state
+    hook.remove()
+    assert runs == [2, 4, 2] + [2, 4, 2, 1, 1, 1]  # frames 0 and 1 are shared context frames
+    torch.testing.assert_close(padded, plain, atol=0, rtol=0)
+
+
 def test_float_frames_equal_uint8_frames():
     model = tiny_model(seed=8)
     frames, mask, query = random_video(4), mask_from([1], 4), torch.randn(1, 16)
@@ -388,7 +424,7 @@ def test_placeholders_without_video_are_embedded_as_text():
 
 def test_auto_classes_resolve():
     config = tiny_config()
-    assert isinstance(AutoConfig.for_model("vilamp", num_keyframes=8), VilampConfig)
+    assert isinstance(AutoConfig.for_model("vilamp", keyframe_pooling_stride=3), VilampConfig)
     assert type(AutoModel.from_config(config)) is VilampModel
     assert type(AutoModelForImageTextToText.from_config(config)) is VilampForConditionalGeneration
 
@@ -405,7 +441,7 @@ def test_save_load_round_trip(tmp_path):
     loaded = AutoModelForImageTextToText.from_pretrained(tmp_path).eval()
     for key, tensor in model.state_dict().items():
         assert torch.equal(tensor, loaded.state_dict()[key]), key
-    vilamp_fields = ("video_token_id", "num_keyframes", "dfm_context", "query_embed_dim", "pixel_mean")
+    vilamp_fields = ("video_token_id", "keyframe_pooling_stride", "dfm_context", "query_embed_dim", "pixel_mean")
     assert [getattr(loaded.config, f) for f in vilamp_fields] == [getattr(model.config, f) for f in vilamp_fields]
     assert loaded.config.text_config.hidden_size == model.config.text_config.hidden_size
     assert loaded.config.vision_config.num_hidden_layers == model.config.vision_config.num_hidden_layers
@@ -485,7 +521,7 @@ def two_real_videos():
 def test_beam_search_sees_each_prompts_own_video(two_real_videos):
     """Beams and returned sequences of each prompt start from that prompt's own video, frames in order."""
     batch, singles = two_real_videos
-    model = tiny_model(seed=31, num_keyframes=3)
+    model = tiny_model(seed=31)
     with torch.no_grad():
         out = model.generate(
             **batch,
@@ -506,7 +542,7 @@ def test_beam_search_sees_each_prompts_own_video(two_real_videos):
 
 def test_assisted_decoding_equals_greedy(two_real_videos):
     _, singles = two_real_videos
-    model, assistant = tiny_model(seed=32, num_keyframes=3), tiny_model(seed=33, num_keyframes=3)
+    model, assistant = tiny_model(seed=32), tiny_model(seed=33)
     with torch.no_grad():
         greedy = model.generate(**singles[0], max_new_tokens=6, do_sample=False, pad_token_id=0)
         assisted = model.generate(
@@ -517,7 +553,7 @@ def test_assisted_decoding_equals_greedy(two_real_videos):
 
 def test_video_with_inputs_embeds_equals_video_with_input_ids(two_real_videos):
     _, singles = two_real_videos
-    model = tiny_model(seed=34, num_keyframes=3)
+    model = tiny_model(seed=34)
     inputs = dict(singles[1])
     input_ids = inputs.pop("input_ids")
     with torch.no_grad():
@@ -528,7 +564,7 @@ def test_video_with_inputs_embeds_equals_video_with_input_ids(two_real_videos):
 
 def test_get_video_features_returns_transformers_output(two_real_videos):
     batch, _ = two_real_videos
-    model = tiny_model(seed=35, num_keyframes=3)
+    model = tiny_model(seed=35)
     video_inputs = {key: batch[key] for key in ("pixel_values_videos", "keyframe_mask", "query_embeds")}
     with torch.no_grad():
         output = model.get_video_features(**video_inputs, video_frame_counts=batch["video_frame_counts"])
@@ -550,7 +586,7 @@ def test_get_video_features_returns_transformers_output(two_real_videos):
 def test_get_video_features_returns_the_towers_states_and_attentions_on_request(two_real_videos):
     """Asked for, hidden states and attentions cover every frame across vision chunks, as one tower call gives them."""
     batch, _ = two_real_videos
-    model = tiny_model(seed=37, num_keyframes=3, vision_chunk_size=5, attn_implementation="eager")
+    model = tiny_model(seed=37, vision_chunk_size=5, attn_implementation="eager")
     frames = batch["pixel_values_videos"]
     video_inputs = {key: batch[key] for key in ("pixel_values_videos", "keyframe_mask", "query_embeds")}
     with torch.no_grad():
@@ -583,7 +619,7 @@ def test_eager_and_sdpa_attention_agree_on_the_visual_path(two_real_videos):
     batch, _ = two_real_videos
     logits = {}
     for implementation in ("eager", "sdpa"):
-        model = tiny_model(seed=36, num_keyframes=3, attn_implementation=implementation)
+        model = tiny_model(seed=36, attn_implementation=implementation)
         assert model.config._attn_implementation == implementation
         with torch.no_grad():
             logits[implementation] = model(**batch).logits

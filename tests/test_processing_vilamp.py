@@ -153,7 +153,7 @@ def test_save_load_round_trip(heavy_fill, tmp_path):
     assert not any(name.endswith((".bin", ".pt", ".pkl")) for name in files)
     loaded = AutoProcessor.from_pretrained(tmp_path)
     assert isinstance(loaded, VilampProcessor)
-    assert loaded.num_keyframes == processor.num_keyframes and loaded.image_size == 54
+    assert loaded.num_keyframes == processor.num_keyframes and loaded.video_processor.image_size == 54
     frames = heavy_fill["inputs"]["frames_uint8"]
     first, second = (
         processor(text=QUESTION_PROMPT.format("Q?"), videos=frames),
@@ -278,23 +278,6 @@ def test_video_processor_on_its_own(heavy_fill_processor, tmp_path):
     assert torch.equal(out["pixel_values_videos"][0], batch["pixel_values_videos"])
     two = video_processor([str(CLIP_PATH), numbered_frames(4, 16, 16)], num_frames=3)
     assert [video.shape[0] for video in two["pixel_values_videos"]] == [3, 3]
-
-
-def test_processor_saved_before_the_video_processor_still_loads(heavy_fill_processor, tmp_path):
-    """Directories converted by earlier versions keep fps, max_frames and image_size in processor_config.json."""
-    import json
-
-    heavy_fill_processor.save_pretrained(tmp_path)
-    config_file = tmp_path / "processor_config.json"
-    config = json.loads(config_file.read_text())
-    del config["video_processor"]
-    config.update(fps=2.0, max_frames=5, image_size=54, decode_chunk_size=32)
-    config_file.write_text(json.dumps(config))
-    (tmp_path / "video_preprocessor_config.json").unlink()
-    loaded = AutoProcessor.from_pretrained(tmp_path)
-    assert (loaded.fps, loaded.max_frames, loaded.image_size) == (2.0, 5, 54)
-    batch = loaded(text=QUESTION_PROMPT.format("Q?"), videos=str(CLIP_PATH))
-    assert batch["video_frame_counts"].tolist() == [5]
 
 
 def test_frames_in_memory_take_their_rate_from_video_metadata(heavy_fill_processor):

@@ -66,7 +66,6 @@ class VilampModelTester:
             text_config=self.text_config,
             video_token_id=VIDEO_TOKEN_ID,
             query_embed_dim=8,
-            num_keyframes=1,
         )
 
     def prepare_config_and_inputs_for_common(self):

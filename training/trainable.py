@@ -244,12 +244,12 @@ class PartLearningRatesMixin:
 
 def lockstep_vision_chunks(model: nn.Module, inputs: Mapping[str, torch.Tensor]) -> int:
     """
-    The most vision tower runs that any rank's `inputs` need (`VilampModel.count_vision_chunks`, all-reduced). With
+    The most vision tower runs that any rank's `inputs` need (`VilampModel.vision_chunk_sizes`, all-reduced). With
     the weights sharded across ranks, every run gathers them in collectives, which must pair up between ranks.
     """
     vilamp = next(module for module in model.modules() if isinstance(module, VilampModel))
-    count = vilamp.count_vision_chunks(inputs["keyframe_mask"], inputs.get("video_frame_counts"))
-    count = torch.tensor([count], device=vilamp.image_newline.device)
+    chunks = vilamp.vision_chunk_sizes(inputs["keyframe_mask"], inputs.get("video_frame_counts"))
+    count = torch.tensor([len(chunks)], device=vilamp.image_newline.device)
     dist.all_reduce(count, op=dist.ReduceOp.MAX)
     return int(count)
 

@@ -15,119 +15,31 @@ import argparse
 import contextlib
 import json
 import os
-import re
 import sys
 import traceback
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from .conversion.arguments import DTYPE_NAMES, add_conversion_arguments
+from .loading import (
+    ModelLoadError,
+    check_model_source,
+    first_line,
+    load_model_and_processor,
+    resolve_device,
+)
 
 
 # Only the standard library and this package's light modules are imported up here: `vilamp --help` and a mistyped
 # argument are answered at once. torch, transformers and the model load only once the arguments are checked.
 DEFAULT_QUESTION = "What happens in this video?"
 DTYPES = ("auto", *DTYPE_NAMES)
-HUB_ID = re.compile(r"[\w.-]+(/[\w.-]+)?")
 EMBEDDED_DEFAULT_NOTE = "NOTE: embedded default = tiny random-weight model; the answer below is noise."
 EMBEDDED_TRAINING_NOTE = "NOTE: no --model: training the embedded default, a tiny random-weight model."
 
 
 class CliError(Exception):
     """A problem the user can fix (a missing file, an unreadable video, an unknown model): one line, exit code 2."""
-
-
-def resolve_device(device: str):
-    """The `torch.device` that `--device` names; `auto` is CUDA when torch sees one."""
-    import torch
-
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise CliError("--device cuda was asked for, but torch sees no CUDA device.")
-    return torch.device(device)
-
-
-def load_model_and_processor(model_id: str | None, device, dtype: str, trust_remote_code: bool = False):
-    """
-    The model and processor at `model_id` (directory or Hub id), or the embedded default when it is None.
-
-    They are built from this project's classes, which this module registers with the Auto classes by importing
-    `modeling_vilamp` and `processing`; the code a model ships beside its weights runs only with `trust_remote_code`
-    (`--trust-remote-code`). The model and the processor's frame scorer are both put on `device`: the scorer embeds
-    every sampled frame, so on the host it would be the slow part of a GPU run.
-    """
-    if model_id is None:
-        from .tiny import tiny_model_and_processor
-
-        model, processor = tiny_model_and_processor()
-    else:
-        model, processor = load_pretrained(model_id, dtype, trust_remote_code)
-    processor.frame_scorer.to(device)
-    return model.to(device).eval(), processor
-
-
-def load_pretrained(model_id: str, dtype: str, trust_remote_code: bool):
-    """The model and processor saved at `model_id`, or a one-line `CliError` naming it when they cannot be loaded."""
-    from safetensors import SafetensorError
-    from transformers import AutoModelForImageTextToText, AutoProcessor
-
-    from . import processing  # noqa: F401  (registers this project's classes with the Auto classes)
-
-    try:
-        model_class, processor_class = (
-            shipped_classes(model_id) if trust_remote_code else (AutoModelForImageTextToText, AutoProcessor)
-        )
-        processor = processor_class.from_pretrained(model_id)
-        model = model_class.from_pretrained(model_id, dtype=dtype)
-    except (OSError, ValueError, KeyError, SafetensorError) as error:  # safetensors: a damaged weights file
-        raise CliError(f"cannot load model {model_id}: {first_line(error)}") from error
-    return model, processor
-
-
-def shipped_classes(model_id: str) -> tuple[type, type]:
-    """
-    The model and processor classes from the code that `model_id` ships (its configs' `auto_map`). Not through the
-    Auto classes: with `trust_remote_code=True` they still prefer the classes registered here for model type "vilamp".
-    """
-    from transformers import PreTrainedConfig
-    from transformers.dynamic_module_utils import get_class_from_dynamic_module
-    from transformers.processing_utils import ProcessorMixin
-
-    model_map = PreTrainedConfig.get_config_dict(model_id)[0].get("auto_map", {})
-    processor_map = ProcessorMixin.get_processor_dict(model_id)[0].get("auto_map", {})
-    if "AutoModelForImageTextToText" not in model_map or "AutoProcessor" not in processor_map:
-        raise CliError(f"--trust-remote-code: {model_id} ships no model or processor code (no auto_map)")
-    return (
-        get_class_from_dynamic_module(model_map["AutoModelForImageTextToText"], model_id),
-        get_class_from_dynamic_module(processor_map["AutoProcessor"], model_id),
-    )
-
-
-def check_model_source(model_id: str) -> None:
-    """Fails in one line naming `model_id` unless it is a ViLAMP model directory or could be a Hub id."""
-    if Path(model_id).is_dir():
-        check_model_directory(model_id)
-    elif not HUB_ID.fullmatch(model_id):
-        raise CliError(f"no such model directory, and not a Hub id: {model_id}")
-
-
-def check_model_directory(directory: str) -> None:
-    config_file = Path(directory) / "config.json"
-    if not config_file.is_file():
-        raise CliError(f"not a ViLAMP model directory (no config.json): {directory}")
-    try:
-        model_type = json.loads(config_file.read_text()).get("model_type")
-    except (ValueError, AttributeError) as error:  # not JSON, or JSON but not an object
-        raise CliError(f"not a ViLAMP model directory (config.json is not a JSON object): {directory}") from error
-    if model_type != "vilamp":  # VilampConfig.model_type, without importing transformers for a typo
-        raise CliError(f"not a ViLAMP model directory (its config.json is for model type {model_type!r}): {directory}")
-
-
-def first_line(error: Exception) -> str:
-    """The first line of an exception's message, or its type's name when it has none."""
-    message = str(error).strip()
-    return message.splitlines()[0] if message else type(error).__name__
 
 
 def check_video_file(video: str) -> None:
@@ -181,11 +93,11 @@ def native_stderr_silenced(enabled: bool = True) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def encoding_progress(model, num_frames: int, enabled: bool) -> Iterator[None]:
+def encoding_progress(model, frames_encoded: int, enabled: bool) -> Iterator[None]:
     """A progress bar over the frames that pass through the vision tower, fed by a hook on it."""
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=num_frames, desc="encoding frames", unit="frame", disable=not enabled)
+    bar = tqdm(total=frames_encoded, desc="encoding frames", unit="frame", disable=not enabled)
 
     def count_frames(_module, args) -> None:
         # Returns None on purpose: whatever a forward pre-hook returns replaces the module's inputs (and
@@ -230,10 +142,11 @@ def ask(
         except (OSError, ValueError) as error:  # the question was checked: what fails here is reading the video
             message = first_line(error)
             raise CliError(message if video in message else f"cannot decode video {video}: {message}") from error
-    num_frames = int(inputs["video_frame_counts"].sum())
+    # What the tower encodes: every sampled frame, and first the frames that others are compared against.
+    frames_encoded = sum(model.model.vision_chunk_sizes(inputs["keyframe_mask"], inputs["video_frame_counts"]))
     import torch
 
-    with torch.no_grad(), encoding_progress(model, num_frames, enabled=show_progress):
+    with torch.no_grad(), encoding_progress(model, frames_encoded, enabled=show_progress):
         output = model.generate(**inputs.to(model.device), max_new_tokens=max_new_tokens, do_sample=False)
     answer = processor.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
     return answer.strip(), inputs
@@ -525,7 +438,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
-    except CliError as error:
+    except (CliError, ModelLoadError) as error:
         if args.debug:
             traceback.print_exc()
         print(f"vilamp: error: {error}", file=sys.stderr)

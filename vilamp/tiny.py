@@ -78,7 +78,6 @@ def tiny_model_and_processor(seed: int = 0) -> tuple[VilampForConditionalGenerat
         },
         query_embed_dim=TINY_SCORER["embed_dim"],
         video_token_id=tokenizer.convert_tokens_to_ids("<video>"),
-        num_keyframes=2,
     )
     model = VilampForConditionalGeneration(config).eval()
     processor = VilampProcessor(
