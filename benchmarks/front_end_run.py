@@ -27,9 +27,9 @@ from PIL import Image
 
 from vilamp.conversion.checkpoint_mapping import KNOWN_FRAME_SCORERS
 from vilamp.processing import FrameScorer, VilampVideoProcessor
+from vilamp.processing.decoding_threads import scoring_pool, scoring_threads, timing_steps
 from vilamp.processing.keyframes import select_keyframes
 from vilamp.processing.video_decoding import open_video
-from vilamp.processing.video_processing_vilamp import scoring_pool, scoring_threads
 
 from .measure import (
     cap_address_space,
@@ -117,12 +117,10 @@ def run_original(video: Path, scorer: FrameScorer, record: dict) -> torch.Tensor
 
 def run_project(video: Path, scorer: FrameScorer, record: dict) -> torch.Tensor:
     processor = VilampVideoProcessor(max_frames=MAX_FRAMES)
-    record["split_seconds"] = {}
-    with stage(record, "front_end", HOST):
-        processed = processor.process_video(
-            str(video), max_frames=MAX_FRAMES, frame_scorer=scorer, step_seconds=record["split_seconds"]
-        )
+    with stage(record, "front_end", HOST), timing_steps() as split_seconds:
+        processed = processor.process_video(str(video), max_frames=MAX_FRAMES, frame_scorer=scorer)
         query_embed = scorer.embed_queries([QUESTION])[0]
+    record["split_seconds"] = dict(split_seconds)
     with stage(record, "select", HOST):
         mask = select_keyframes(processed.frame_embeds, query_embed, 32, 0.85)
     record["frames"] = len(processed.frames)

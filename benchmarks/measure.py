@@ -23,9 +23,9 @@ import torch
 from vilamp.conversion.checkpoint_mapping import KNOWN_FRAME_SCORERS
 from vilamp.modeling_vilamp import VilampConfig, VilampForConditionalGeneration
 from vilamp.processing import FrameScorer
+from vilamp.processing.decoding_threads import decode_resize_and_score, timing_steps
 from vilamp.processing.keyframes import fill_gaps, frame_relevance, select_keyframes, unit_rows
 from vilamp.processing.video_decoding import open_video, sample_frame_indices
-from vilamp.processing.video_processing_vilamp import decode_resize_and_score
 from vilamp.tiny import TINY_SCORER, TINY_TEXT_CONFIG, TINY_VISION_CONFIG
 
 
@@ -125,15 +125,9 @@ def decode_and_score(
     """
     source = open_video(str(video))
     indices = sample_frame_indices(source.num_frames, source.native_fps, 1.0, max_frames)
-    record["split_seconds"] = {"decode": 0.0, "resize": 0.0, "score": 0.0}
-    frames, embeds, _ = decode_resize_and_score(
-        source,
-        indices,
-        image_size,
-        scorer,
-        DECODE_CHUNK,
-        step_seconds=record["split_seconds"],
-    )
+    with timing_steps() as split_seconds:
+        frames, embeds, _ = decode_resize_and_score(source, indices, image_size, scorer, DECODE_CHUNK)
+    record["split_seconds"] = dict(split_seconds)
     return torch.from_numpy(frames), embeds
 
 

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-import vilamp.processing.video_processing_vilamp as video_processing
+import vilamp.processing.decoding_threads as decoding_threads
 from conftest import CLIP_PATH
 from vilamp.processing import FrameScorer
+from vilamp.processing.decoding_threads import decode_resize_and_score, prefetched, scoring_threads
 from vilamp.processing.video_decoding import DecodedVideo, open_video, resize_frames
-from vilamp.processing.video_processing_vilamp import decode_resize_and_score, prefetched, scoring_threads
 from vilamp.tiny import TINY_SCORER
 
 
@@ -123,7 +123,7 @@ def test_chunks_are_scored_side_by_side_on_one_thread_each_and_kept_in_order(sco
 def test_native_pixels_in_flight_stay_within_their_budget(monkeypatch):
     video = numbered_video(23)
     # A budget of one 4-frame chunk: however many threads torch has, one chunk is scored at a time.
-    monkeypatch.setattr(video_processing, "NATIVE_BYTES_IN_FLIGHT", 4 * video[0].nbytes)
+    monkeypatch.setattr(decoding_threads, "NATIVE_BYTES_IN_FLIGHT", 4 * video[0].nbytes)
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:

@@ -18,9 +18,9 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from ..processing.decoding_threads import ChunkScorer
 from ..processing.frame_scoring import FrameScorer
 from ..processing.video_processing_vilamp import (
-    ChunkScorer,
     ProcessedVideo,
     VilampVideoMetadata,
     VilampVideoProcessor,
