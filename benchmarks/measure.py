@@ -126,9 +126,9 @@ def decode_and_score(
     source = open_video(str(video))
     indices = sample_frame_indices(source.num_frames, source.native_fps, 1.0, max_frames)
     with timing_steps() as split_seconds:
-        frames, embeds, _ = decode_resize_and_score(source, indices, image_size, scorer, DECODE_CHUNK)
+        decoded = decode_resize_and_score(source, indices, image_size, scorer, DECODE_CHUNK)
     record["split_seconds"] = dict(split_seconds)
-    return torch.from_numpy(frames), embeds
+    return torch.from_numpy(decoded.frames), decoded.embeds
 
 
 def prefill_and_decode(model, visual_sequence: torch.Tensor, record: dict, device: torch.device) -> None:

@@ -197,7 +197,7 @@ def keyframe_recall(processor, cases: Sequence[dict], num_keyframes: int | None 
             max_frames=None,
             **options,
         )
-        keyframes = inputs["keyframe_indices"].tolist()
+        keyframes = inputs["keyframe_mask"].nonzero()[:, 0].tolist()
         kept = [i for i in keyframes if case["needle_start_frame"] <= i < case["needle_end_frame"]]
         per_case.append({"video": case["video"], "length": case["length"], "depth": case["depth"], "kept": len(kept)})
     return {

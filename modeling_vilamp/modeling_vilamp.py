@@ -37,9 +37,6 @@ from .configuration_vilamp import VilampConfig
 
 # Inputs that only the prefill step consumes; decoding steps reuse the KV cache instead.
 VIDEO_INPUTS = ("pixel_values_videos", "keyframe_mask", "query_embeds", "video_frame_counts", "frame_relevance")
-# What VilampProcessor returns for people (which frames, and when); the model takes and ignores them so that
-# `model.generate(**processor(...))` works.
-PROCESSOR_DETAILS = ("keyframe_indices", "frame_timestamps")
 
 
 @auto_docstring(custom_intro="Output of [`VilampModel`].")
@@ -685,8 +682,6 @@ class VilampForConditionalGeneration(VilampPreTrainedModel, GenerationMixin):
         use_cache: bool | None = None,
         mm_encoder_outputs: dict[str, BaseModelOutputWithPooling] | None = None,
         logits_to_keep: int | torch.Tensor = 0,
-        keyframe_indices: torch.LongTensor | None = None,
-        frame_timestamps: torch.Tensor | None = None,
         frame_relevance: torch.Tensor | None = None,
         num_vision_chunks: int | None = None,
         **kwargs: Unpack[TransformersKwargs],
@@ -704,10 +699,6 @@ class VilampForConditionalGeneration(VilampPreTrainedModel, GenerationMixin):
             Visual sequences computed beforehand (`{"video": get_video_features(...)}`), instead of the frames.
         labels (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*):
             Target token ids for the language modeling loss; -100 is ignored. Placeholder positions should be -100.
-        keyframe_indices (`torch.LongTensor`, *optional*):
-            Which frames the processor kept as keyframes, returned for people; the model ignores it.
-        frame_timestamps (`torch.Tensor`, *optional*):
-            Time in seconds of every sampled frame, returned by the processor for people; ignored.
         frame_relevance (`torch.FloatTensor` of shape `(total_frames,)`, *optional*):
             The frame scorer's relevance of each frame to its question (the processor returns it): each frame's
             pixels are scaled by `1 - p.detach() + p`, `p` its softmax over the video's frames, as the released
@@ -753,7 +744,7 @@ class VilampForConditionalGeneration(VilampPreTrainedModel, GenerationMixin):
         """Passes the video inputs to the prefill step only: later steps read the visual tokens from the cache."""
         model_inputs = super().prepare_inputs_for_generation(*args, is_first_iteration=is_first_iteration, **kwargs)
         if not is_first_iteration and kwargs.get("use_cache", True):
-            for name in VIDEO_INPUTS + PROCESSOR_DETAILS:
+            for name in VIDEO_INPUTS:
                 model_inputs.pop(name, None)
         return model_inputs
 

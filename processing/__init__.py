@@ -3,7 +3,8 @@
 Read top-down, a video goes: `video_decoding` (opening, sampling, chunked decoding) -> `video_processing_vilamp`
 (`VilampVideoProcessor`: sampling settings, resizing to the tower's size) -> `frame_scoring` (CLIP embeddings of
 frames and question) -> `keyframes` (differential keyframe selection) -> `processing_vilamp` (`VilampProcessor`,
-which ties them together and expands the `<video>` placeholder); `keyframe_plot` draws what the selection did.
+which ties them together in two steps, the video-only `prepare_video` and the question's keyframes and placeholders);
+`decoding_threads` runs decoding and scoring side by side; `keyframe_plot` draws what the selection did.
 
 Importing this package registers `VilampProcessor` with `AutoProcessor` and `VilampVideoProcessor` with
 `AutoVideoProcessor` for model type "vilamp".
@@ -16,7 +17,7 @@ from .frame_scoring import FrameScorer
 from .keyframe_plot import plot_keyframes
 from .keyframes import select_keyframes
 from .processing_vilamp import VilampProcessor
-from .video_processing_vilamp import VilampVideoProcessor
+from .video_processing_vilamp import PreparedVideo, VilampVideoProcessor
 
 
 AutoProcessor.register(VilampConfig, VilampProcessor, exist_ok=True)
@@ -24,4 +25,11 @@ AutoVideoProcessor.register(VilampConfig, VilampVideoProcessor, exist_ok=True)
 VilampProcessor.register_for_auto_class()
 VilampVideoProcessor.register_for_auto_class("AutoVideoProcessor")
 
-__all__ = ["FrameScorer", "VilampProcessor", "VilampVideoProcessor", "plot_keyframes", "select_keyframes"]
+__all__ = [
+    "FrameScorer",
+    "PreparedVideo",
+    "VilampProcessor",
+    "VilampVideoProcessor",
+    "plot_keyframes",
+    "select_keyframes",
+]

@@ -55,8 +55,19 @@ class ScoredChunk:
 
     frames: np.ndarray  # (n, 3, image_size, image_size) uint8
     embeds: torch.Tensor | None  # (n, D) scorer embeddings; None without a scorer
+    scorer_inputs: torch.Tensor | None  # (n, 3, S, S) what the scorer read; None without a scorer
     native_size: tuple[int, int]
     resize_seconds: float  # spent resizing and preprocessing
+
+
+@dataclass(frozen=True)
+class DecodedFrames:
+    """What `decode_resize_and_score` returns for one video's sampled frames, in order."""
+
+    frames: np.ndarray  # (N, 3, image_size, image_size) uint8
+    embeds: torch.Tensor | None  # (N, D) scorer embeddings; None without a scorer
+    scorer_inputs: torch.Tensor | None  # (N, 3, S, S) the scorer's inputs, with `keep_scorer_inputs`
+    native_size: tuple[int, int]  # (height, width) of the decoded frames
 
 
 def decode_resize_and_score(
@@ -66,7 +77,8 @@ def decode_resize_and_score(
     frame_scorer: ChunkScorer | None,
     chunk_size: int,
     show_progress: bool = False,
-) -> tuple[np.ndarray, torch.Tensor | None, tuple[int, int]]:
+    keep_scorer_inputs: bool = False,
+) -> DecodedFrames:
     """
     Decodes the frames at `indices` `chunk_size` at a time, keeps each resized to `image_size` as uint8 and scores
     each native-resolution chunk with `frame_scorer`; native-resolution pixels never outlive their chunk.
@@ -77,13 +89,13 @@ def decode_resize_and_score(
     preprocessing, which any thread can do for any chunk, spread over the scoring threads instead of queueing behind
     it (at 720p they made the decoding thread the front end's longest path; docs/performance.md).
 
-    Returns:
-        `(N, 3, image_size, image_size)` uint8 frames, the `(N, D)` scorer embeddings (`None` without a scorer), and
-        the native `(height, width)` of the frames.
+    With `keep_scorer_inputs`, what the scorer read is kept too, in frame order (to train the scorer, whose forward
+    then runs again with gradients).
     """
     frames = np.empty((len(indices), 3, image_size, image_size), dtype=np.uint8)
     workers = scoring_threads()
     embeds: torch.Tensor | None = None
+    scorer_inputs: list[torch.Tensor] = []
     native_size, done = (0, 0), 0
     with (
         tqdm(total=len(indices), desc="decoding and scoring frames", unit="frame", disable=not show_progress) as bar,
@@ -103,6 +115,8 @@ def decode_resize_and_score(
                 if embeds is None:
                     embeds = chunk.embeds.new_empty((len(indices), *chunk.embeds.shape[1:]))
                 embeds[done : done + len(chunk.embeds)] = chunk.embeds
+            if keep_scorer_inputs and chunk.scorer_inputs is not None:
+                scorer_inputs.append(chunk.scorer_inputs)
             done += len(chunk.frames)
             native_size = chunk.native_size
             _add_seconds("resize", chunk.resize_seconds)
@@ -116,7 +130,7 @@ def decode_resize_and_score(
                 collect_oldest()
         while pending:
             collect_oldest()
-    return frames, embeds, native_size
+    return DecodedFrames(frames, embeds, torch.cat(scorer_inputs) if scorer_inputs else None, native_size)
 
 
 def scoring_threads() -> int:
@@ -163,7 +177,7 @@ def resize_and_score_chunk(chunk: np.ndarray, image_size: int, frame_scorer: Chu
     pixels = frame_scorer.preprocess(chunk) if frame_scorer is not None else None
     resize_seconds = time.perf_counter() - start
     embeds = frame_scorer.embed_pixels(pixels) if frame_scorer is not None else None
-    return ScoredChunk(resized, embeds, tuple(chunk.shape[1:3]), resize_seconds)
+    return ScoredChunk(resized, embeds, pixels, tuple(chunk.shape[1:3]), resize_seconds)
 
 
 @contextlib.contextmanager

@@ -12,18 +12,19 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 """
-VilampProcessor: (video, question) -> model inputs.
+VilampProcessor: (video, question) -> model inputs, in two steps with a seam between them.
 
-For each video the video processor (`video_processing_vilamp`) samples about one frame per second and decodes it in
-chunks, keeping every sampled frame as uint8 at the vision tower's resolution while the CLIP frame scorer
-(`frame_scoring`) embeds each chunk; then the question is embedded, the keyframes are picked (`keyframes`), and the
-video's `<video>` placeholder is expanded into exactly as many tokens as the model will produce for it. Feature
-merging happens in the model.
+1. The video-only step, `prepare_video`: the video processor (`video_processing_vilamp`) samples about one frame per
+   second, decodes the video in chunks and keeps every sampled frame as uint8 at the vision tower's size, while the
+   CLIP frame scorer (`frame_scoring`) embeds each chunk. The resulting `PreparedVideo` depends on the video and the
+   sampling settings alone: it goes wherever a video goes, to ask another question without decoding again.
+2. The question step, in `__call__`: the question is embedded, the keyframes are picked (`keyframes`), and the
+   video's `<video>` placeholder is expanded into as many tokens as the model will produce for it
+   (`replace_video_token`). Feature merging happens in the model.
 """
 
 import os
 import re
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -37,7 +38,7 @@ from .keyframe_plot import plot_keyframes
 from .keyframes import check_num_keyframes, frame_relevance, select_keyframes
 from .video_decoding import VideoInput
 from .video_processing_vilamp import (
-    ProcessedVideo,
+    PreparedVideo,
     VilampVideoProcessor,
     VilampVideoProcessorKwargs,
     make_metadata_list,
@@ -46,7 +47,6 @@ from .video_processing_vilamp import (
 
 
 SCORER_FILES = (WEIGHTS_NAME, CONFIG_NAME)
-TOKENIZER_LOCK = threading.Lock()
 
 
 # The "qwen_1_5" conversation format of the released evaluation scripts (docs/architecture.md, "Prompt"). The
@@ -75,17 +75,23 @@ CHAT_TEMPLATE = (
 ROLE_LINE = re.compile(r"^\s*(system|user|assistant)\n")
 
 
-class VilampProcessorKwargs(ProcessingKwargs, total=False):
+class VilampVideosKwargs(VilampVideoProcessorKwargs, total=False):
     r"""
-    The standard processor keyword arguments (`padding`, `truncation`, `max_length`, `padding_side`,
-    `return_tensors`, `return_mm_token_type_ids`, the video processor's `fps`, `num_frames`, `max_frames`, ...), and:
+    The video processor's keyword arguments (`fps`, `num_frames`, `max_frames`, ...), and for the question step:
 
+    query (`str` or `list[str]`, *optional*):
+        The question used for keyframe selection and feature merging, one per video or one for all. Taken from the
+        text around each placeholder (the user's words, without template tokens) when omitted.
     num_keyframes (`int`, *optional*):
         K for this call; the processor's own `num_keyframes` otherwise.
     """
 
-    videos_kwargs: VilampVideoProcessorKwargs
+    query: str | list[str] | None
     num_keyframes: int
+
+
+class VilampProcessorKwargs(ProcessingKwargs, total=False):
+    videos_kwargs: VilampVideosKwargs
 
 
 @auto_docstring
@@ -96,8 +102,8 @@ class VilampProcessor(ProcessorMixin):
     """
 
     valid_processor_kwargs = VilampProcessorKwargs
-    # Lowest-priority defaults of `_merge_kwargs`: tensors for the model.
-    text_kwargs = {"return_tensors": "pt"}
+    # Lowest-priority defaults of `_merge_kwargs`: tensors for the model, and a batch of prompts padded to one length.
+    text_kwargs = {"return_tensors": "pt", "padding": "longest"}
 
     def __init__(
         self,
@@ -159,6 +165,7 @@ class VilampProcessor(ProcessorMixin):
             "keyframe_mask",
             "query_embeds",
             "video_frame_counts",
+            "frame_relevance",
         ]
 
     def num_visual_tokens(self, num_frames: int, num_keyframes: int) -> int:
@@ -178,164 +185,192 @@ class VilampProcessor(ProcessorMixin):
             ]
         return MultiModalData(**data)
 
+    # --- the video-only step ----------------------------------------------------------------------------------
+
+    def prepare_video(
+        self,
+        video: VideoInput | PreparedVideo,
+        video_metadata: dict | None = None,
+        keep_scorer_inputs: bool = False,
+        **kwargs: Unpack[VilampVideoProcessorKwargs],
+    ) -> PreparedVideo:
+        """
+        Samples, decodes and resizes `video` chunk by chunk and embeds every sampled frame with the frame scorer (see
+        `VilampVideoProcessor.process_video`; `keep_scorer_inputs` keeps what the scorer read, to train it). Nothing
+        here depends on a question: pass the result wherever a video goes (`__call__`, chat messages) to answer more
+        questions about it. A `PreparedVideo` is returned as it is.
+        """
+        if isinstance(video, PreparedVideo):
+            return video
+        return self.video_processor.process_video(
+            video, video_metadata, self.frame_scorer, keep_scorer_inputs=keep_scorer_inputs, **kwargs
+        )
+
+    # --- the question step -------------------------------------------------------------------------------------
+
     @auto_docstring
     def __call__(
         self,
-        text: str | Sequence[str] | None = None,
-        videos: VideoInput | Sequence[VideoInput] | None = None,
-        query: str | Sequence[str] | None = None,
         images=None,
+        text: str | Sequence[str] | None = None,
+        videos: VideoInput | PreparedVideo | Sequence[VideoInput | PreparedVideo] | None = None,
         audio=None,
         **kwargs: Unpack[VilampProcessorKwargs],
     ) -> BatchFeature:
         r"""
-        text (`str` or `list[str]`):
-            One prompt or a batch; each `<video>` placeholder takes the next video in order.
-        videos (`str`, `np.ndarray`, `torch.Tensor`, `list[PIL.Image.Image]` or a list of those, *optional*):
-            A file path or http(s) URL, `(N, H, W, 3)` uint8 frames or PIL images; a list gives one video per
-            placeholder (a list per prompt, as `apply_chat_template` passes it, also works).
-        query (`str` or `list[str]`, *optional*):
-            The question used for keyframe selection and feature merging, one per video or one for all. Taken from
-            the text around each placeholder (the user's words, without template tokens) when omitted.
         images (`None`):
             Not supported; ViLAMP takes videos.
+        text (`str` or `list[str]`):
+            One prompt or a batch; each `<video>` placeholder takes the next video in order.
+        videos (`str`, `np.ndarray`, `torch.Tensor`, `list[PIL.Image.Image]`, `PreparedVideo` or a list, *optional*):
+            A file path or http(s) URL, `(N, H, W, 3)` uint8 frames, PIL images or a `prepare_video` result; a list
+            gives one video per placeholder (a list per prompt, as `apply_chat_template` passes it, also works).
         audio (`None`):
             Not supported; ViLAMP takes videos.
 
         Returns:
             [`BatchFeature`] with `input_ids`, `attention_mask`, `pixel_values_videos` (uint8, all videos' frames
-            concatenated), `keyframe_mask`, `query_embeds`, `video_frame_counts`, and for people
-            `keyframe_indices`, `frame_timestamps` (seconds) and `frame_relevance`, concatenated over videos like
-            the frames (keyframe indices count within their own video); `mm_token_type_ids` (2 on video
-            placeholders) with `return_mm_token_type_ids=True`.
+            concatenated), `keyframe_mask`, `query_embeds`, `video_frame_counts` and `frame_relevance` (the scorer's
+            relevance of each frame, for the model's straight-through path); `video_metadata` (sampled frames'
+            indices and timestamps) with `return_metadata=True`; `mm_token_type_ids` (2 on video placeholders) with
+            `return_mm_token_type_ids=True`.
         """
+        # Checked before transformers' own handling, which would fail on anything but text with a TypeError.
+        prompts = [text] if isinstance(text, str) else text
+        if text is not None and (
+            not isinstance(prompts, (list, tuple)) or not prompts or not all(isinstance(p, str) for p in prompts)
+        ):
+            raise ValueError(f"`text` must be a prompt or a non-empty list of prompts, got {text!r:.200}.")
+        if videos is not None and kwargs.get("query") is None:
+            kwargs["query"] = self.questions_next_to_videos(text)
+        return super().__call__(images=images, text=text, videos=videos, audio=audio, **kwargs)
+
+    def validate_inputs(self, images=None, text=None, videos=None, audio=None, **kwargs) -> None:
+        """ViLAMP's inputs: videos only, and one per `<video>` placeholder in the text."""
         if images is not None or audio is not None:
             raise ValueError("VilampProcessor takes videos only: `images` and `audio` must be None.")
+        if text is None and videos is None:
+            raise ValueError("VilampProcessor needs `text`, a prompt with one `<video>` placeholder per video.")
         if text is None:
-            raise ValueError("`text` is required: a prompt with one `<video>` placeholder per video.")
-        texts = [text] if isinstance(text, str) else list(text) if isinstance(text, (list, tuple)) else None
-        if not texts or not all(isinstance(t, str) for t in texts):
-            raise ValueError(f"`text` must be a prompt or a non-empty list of prompts, got {text!r:.200}.")
-        video_list = make_video_list(videos)
-        placeholder_counts = [t.count(self.video_token) for t in texts]
-        if sum(placeholder_counts) != len(video_list):
+            return
+        placeholder_counts = [prompt.count(self.video_token) for prompt in text]
+        num_videos = len(make_video_list(videos))
+        if sum(placeholder_counts) != num_videos:
             raise ValueError(
-                f"The text holds {sum(placeholder_counts)} {self.video_token} placeholders "
-                f"({placeholder_counts} per prompt) but {len(video_list)} videos were given."
+                f"The total number of {self.video_token} tokens in the prompts should be the same as the number of "
+                f"videos passed: the text holds {sum(placeholder_counts)} {self.video_token} placeholders "
+                f"({placeholder_counts} per prompt) and {num_videos} videos were given."
             )
-        queries = self._queries_for_videos(texts, query, len(video_list))
-        merged = self._merge_kwargs(VilampProcessorKwargs, tokenizer_init_kwargs=self.tokenizer.init_kwargs, **kwargs)
-        text_kwargs, videos_kwargs = merged["text_kwargs"], merged["videos_kwargs"]
-        check_num_keyframes(merged["num_keyframes"])
 
-        query_embeds = self.frame_scorer.embed_queries(queries) if video_list else None
-        metadata = make_metadata_list(videos_kwargs.pop("video_metadata", None), len(video_list))
-        processed = [
-            self.process_video(video, query_embeds[index], merged["num_keyframes"], metadata[index], **videos_kwargs)
-            for index, video in enumerate(video_list)
+    def _process_videos(
+        self, videos, query: str | list[str], num_keyframes: int | None = None, **kwargs
+    ) -> tuple[dict, list[str]]:
+        """Both steps for every video: `prepare_video`, then the keyframes of its question."""
+        video_list = make_video_list(videos)
+        metadata = make_metadata_list(kwargs.pop("video_metadata", None), len(video_list))
+        num_keyframes = self.num_keyframes if num_keyframes is None else num_keyframes
+        check_num_keyframes(num_keyframes)
+        queries = self.check_queries(query, len(video_list))
+        prepared = [
+            self.prepare_video(video, video_metadata=video_metadata, **kwargs)
+            for video, video_metadata in zip(video_list, metadata, strict=True)
         ]
-        expanded = self._expand_placeholders(texts, processed)
-        return_tensors = text_kwargs.pop("return_tensors", None)
-        # A batch of prompts is padded unless told otherwise. The fast tokenizer keeps its padding settings as state,
-        # so concurrent calls from several threads must not interleave.
-        text_kwargs.setdefault("padding", len(expanded) > 1)
-        text_kwargs.pop("return_mm_token_type_ids", None)
-        with TOKENIZER_LOCK:
-            data = dict(self.tokenizer(expanded, **text_kwargs))
-        if merged.get("return_mm_token_type_ids"):
-            data["mm_token_type_ids"] = self.create_mm_token_type_ids(data["input_ids"])
-        if processed:
-            data.update(
-                pixel_values_videos=torch.cat(
-                    [self.video_processor.to_pixel_values(video.frames, **videos_kwargs) for video, _ in processed]
-                ),
-                keyframe_mask=torch.cat([mask for _, mask in processed]),
-                query_embeds=query_embeds,
-                video_frame_counts=torch.tensor([len(video.frames) for video, _ in processed]),
-                keyframe_indices=torch.cat([mask.nonzero()[:, 0] for _, mask in processed]),
-                frame_timestamps=torch.tensor(
-                    [t for video, _ in processed for t in video.metadata.timestamps], dtype=torch.float64
-                ),
-                frame_relevance=torch.cat(
-                    [frame_relevance(video.frame_embeds, query_embeds[i]) for i, (video, _) in enumerate(processed)]
-                ),
-            )
-        return BatchFeature(data=data, tensor_type=return_tensors)
+        query_embeds = self.frame_scorer.embed_queries(queries)
+        keyframe_masks = [
+            self.select_keyframes(video, query_embed, num_keyframes)
+            for video, query_embed in zip(prepared, query_embeds, strict=True)
+        ]
+        relevance = [
+            frame_relevance(video.frame_embeds, embed) for video, embed in zip(prepared, query_embeds, strict=True)
+        ]
+        data = {
+            "pixel_values_videos": torch.cat(
+                [self.video_processor.to_pixel_values(video.frames, **kwargs) for video in prepared]
+            ),
+            "keyframe_mask": torch.cat(keyframe_masks),
+            "query_embeds": query_embeds,
+            "video_frame_counts": torch.tensor([len(video.frames) for video in prepared]),
+            "frame_relevance": torch.cat(relevance),
+            "video_metadata": [video.metadata for video in prepared],
+        }
+        replacements = [self.replace_video_token(data, index) for index in range(len(prepared))]
+        return data, replacements
 
-    def process_video(
-        self,
-        video: VideoInput,
-        query_embed: torch.Tensor,
-        num_keyframes: int,
-        video_metadata: dict | None = None,
-        **videos_kwargs,
-    ) -> tuple[ProcessedVideo, torch.BoolTensor]:
-        """
-        Samples, resizes and scores one video chunk by chunk (see `VilampVideoProcessor.process_video`), then selects
-        its keyframes. Returns the processed video and its `(N,)` keyframe mask.
-        """
-        processed = self.video_processor.process_video_for_call(
-            video, video_metadata, videos_kwargs, frame_scorer=self.frame_scorer
-        )
-        keyframe_mask = select_keyframes(
-            processed.frame_embeds,
+    def select_keyframes(self, video: PreparedVideo, query_embed: torch.Tensor, num_keyframes: int) -> torch.Tensor:
+        """The `(N,)` keyframe mask of a prepared video for one question's embedding (`keyframes.select_keyframes`)."""
+        return select_keyframes(
+            video.frame_embeds,
             query_embed,
             num_keyframes,
             self.keyframe_similarity_threshold,
             self.keyframe_relevance_threshold,
             fill_remaining=self.fill_keyframe_gaps,
         )
-        return processed, keyframe_mask
 
-    def _queries_for_videos(self, texts: list[str], query, num_videos: int) -> list[str]:
-        if query is not None:
-            queries = [query] * num_videos if isinstance(query, str) else list(query)
-            if len(queries) != num_videos:
-                raise ValueError(f"`query` gives {len(queries)} questions for {num_videos} videos.")
-            for position, question in enumerate(queries):
-                if not isinstance(question, str) or not question.strip():
-                    raise ValueError(f"`query` {position} must be a non-empty question, got {question!r}.")
-            return queries
+    def replace_video_token(self, video_inputs: dict, video_idx: int, **kwargs) -> str:
+        """The placeholder tokens of video `video_idx`: as many as the model makes of its frames and keyframes."""
+        counts = video_inputs["video_frame_counts"].tolist()
+        keyframes = video_inputs["keyframe_mask"].split(counts)[video_idx]
+        return self.video_token * self.num_visual_tokens(counts[video_idx], int(keyframes.sum()))
+
+    def check_queries(self, query: str | Sequence[str] | None, num_videos: int) -> list[str]:
+        """One non-empty question per video, from one question for all or a list of them."""
+        if query is None:
+            raise ValueError("Pass `query=`, the question about the videos, or a `text` that holds it.")
+        queries = [query] * num_videos if isinstance(query, str) else list(query)
+        if len(queries) != num_videos:
+            raise ValueError(f"`query` gives {len(queries)} questions for {num_videos} videos.")
+        for position, question in enumerate(queries):
+            if not isinstance(question, str) or not question.strip():
+                raise ValueError(f"`query` {position} must be a non-empty question, got {question!r}.")
+        return queries
+
+    def questions_next_to_videos(self, text: str | Sequence[str] | None) -> list[str] | None:
+        """
+        The question beside each `<video>` placeholder of `text`: the words of the message around it, without the
+        template's special tokens and role line. `None` without text.
+        """
+        if text is None:
+            return None
+        prompts = [text] if isinstance(text, str) else text
         # Every special token counts as template, not question: `<|im_start|>` is one without being named special.
         added = [token.content for token in self.tokenizer.added_tokens_decoder.values() if token.special]
         special = sorted({*self.tokenizer.all_special_tokens, *added} - {self.video_token}, key=len, reverse=True)
         splitter = re.compile("|".join(re.escape(t) for t in special)) if special else None
-        queries = []
-        for text in texts:
-            for segment in splitter.split(text) if splitter else [text]:
+        questions = []
+        for prompt in prompts:
+            for segment in splitter.split(prompt) if splitter else [prompt]:
                 if self.video_token not in segment:
                     continue
                 question = ROLE_LINE.sub("", segment.replace(self.video_token, " ")).strip()
                 if not question:
                     raise ValueError(
-                        f"No question found next to {self.video_token} in {text!r}: pass `query=` explicitly."
+                        f"No question found next to {self.video_token} in {prompt!r}: pass `query=` explicitly."
                     )
-                queries.extend([question] * segment.count(self.video_token))
-        return queries
-
-    def _expand_placeholders(self, texts: list[str], processed: list[tuple[ProcessedVideo, torch.Tensor]]) -> list:
-        token_counts = iter(self.num_visual_tokens(len(video.frames), int(mask.sum())) for video, mask in processed)
-        pattern = re.compile(re.escape(self.video_token))
-        return [pattern.sub(lambda _: self.video_token * next(token_counts), text) for text in texts]
+                questions.extend([question] * segment.count(self.video_token))
+        return questions
 
     def plot_keyframes(
         self, inputs: BatchFeature, path: str | os.PathLike, video_index: int = 0, question: str | None = None
     ) -> Path:
         """
         Writes a PNG of one video's keyframe selection (see `keyframe_plot.plot_keyframes`) from this processor's
-        output: relevance per sampled frame over time, the keyframes marked, and their thumbnails.
+        output, called with `return_metadata=True`: relevance per sampled frame over time, the keyframes marked, and
+        their thumbnails.
         """
         counts = inputs["video_frame_counts"].tolist()
         if not 0 <= video_index < len(counts):
             raise ValueError(f"video_index {video_index} is out of range for a batch of {len(counts)} videos.")
+        if "video_metadata" not in inputs:
+            raise ValueError(
+                "plot_keyframes needs the frames' timestamps: call the processor with return_metadata=True."
+            )
         start = sum(counts[:video_index])
         frames = slice(start, start + counts[video_index])
-        keyframes_per_video = [int(mask.sum()) for mask in inputs["keyframe_mask"].split(counts)]
-        first_keyframe = sum(keyframes_per_video[:video_index])
-        indices = inputs["keyframe_indices"][first_keyframe : first_keyframe + keyframes_per_video[video_index]]
+        indices = inputs["keyframe_mask"][frames].nonzero()[:, 0]
         return plot_keyframes(
             path,
-            inputs["frame_timestamps"][frames],
+            inputs["video_metadata"][video_index].timestamps,
             inputs["frame_relevance"][frames],
             indices,
             inputs["pixel_values_videos"][frames][indices],

@@ -70,13 +70,30 @@ class VilampVideoMetadata(VideoMetadata):
         return [self.presentation_times[index] for index in self.frames_indices]
 
 
-@dataclass
-class ProcessedVideo:
-    """One video after `VilampVideoProcessor.process_video`."""
+class PreparedVideo:
+    """
+    A video after the video-only step (`VilampVideoProcessor.process_video`, `VilampProcessor.prepare_video`): what
+    any question about it starts from. A plain class, not a dataclass: `apply_chat_template` turns dataclasses in
+    messages into dicts, and a prepared video must reach the processor as itself.
 
-    frames: np.ndarray  # (N, 3, size, size) uint8
-    metadata: VilampVideoMetadata
-    frame_embeds: torch.Tensor | None  # (N, D) from the chunk callback, when one was given
+    Attributes:
+        frames: `(N, 3, size, size)` uint8, the sampled frames at the vision tower's size.
+        metadata: which frames were sampled (`frames_indices`) and when (`timestamps`).
+        frame_embeds: `(N, D)` frame scorer embeddings, when a scorer was given.
+        scorer_pixel_values: `(N, 3, S, S)` the scorer's inputs, when asked to keep them.
+    """
+
+    def __init__(
+        self,
+        frames: np.ndarray,
+        metadata: VilampVideoMetadata,
+        frame_embeds: torch.Tensor | None,
+        scorer_pixel_values: torch.Tensor | None = None,
+    ):
+        self.frames = frames
+        self.metadata = metadata
+        self.frame_embeds = frame_embeds
+        self.scorer_pixel_values = scorer_pixel_values
 
 
 def make_video_list(videos) -> list:
@@ -198,25 +215,26 @@ class VilampVideoProcessor(BaseVideoProcessor):
     def process_video(
         self,
         video,
-        max_frames: int | None,
-        fps: float | None = None,
-        num_frames: int | None = None,
-        do_sample_frames: bool = True,
         video_metadata: VideoMetadata | dict | None = None,
-        input_data_format: str | None = None,
         frame_scorer: ChunkScorer | None = None,
-        show_progress: bool = False,
-    ) -> ProcessedVideo:
+        keep_scorer_inputs: bool = False,
+        **kwargs: Unpack[VilampVideoProcessorKwargs],
+    ) -> PreparedVideo:
         """
         Samples one video (every frame without `do_sample_frames`) and decodes it `decode_chunk_size` frames at a
         time, keeping each frame resized to the tower's size as uint8. Frames given in memory are at
         `video_metadata["fps"]` frames per second, or `fps` (default 1). `frame_scorer`, when given, embeds every
-        frame from its native-resolution chunk while that is at hand (`decoding_threads.decode_resize_and_score`).
+        frame from its native-resolution chunk while that is at hand (`decoding_threads.decode_resize_and_score`);
+        with `keep_scorer_inputs` its inputs are kept too (`scorer_pixel_values`, to train the scorer). Settings not
+        given take this processor's.
         """
+        fps, num_frames = kwargs.get("fps"), kwargs.get("num_frames")
         given = VilampVideoMetadata(**dict(video_metadata)) if video_metadata is not None else None
         decoded_fps = (given.fps if given is not None and given.fps else None) or fps or self.fps
         source = open_video(
-            to_channels_last_rgb(video, input_data_format), decoded_fps=decoded_fps, backend=self.video_backend
+            to_channels_last_rgb(video, kwargs.get("input_data_format")),
+            decoded_fps=decoded_fps,
+            backend=kwargs.get("video_backend", self.video_backend),
         )
         metadata = VilampVideoMetadata(
             total_num_frames=source.num_frames,
@@ -226,35 +244,23 @@ class VilampVideoProcessor(BaseVideoProcessor):
             # Frames given in memory are evenly spaced by definition; a file's frames are where its decoder says.
             presentation_times=None if isinstance(source, DecodedVideo) else source.timestamps.tolist(),
         )
-        if do_sample_frames:
+        if kwargs.get("do_sample_frames", self.do_sample_frames):
+            max_frames = kwargs.get("max_frames", self.max_frames)
             indices = self.sample_frames(metadata, num_frames=num_frames, fps=fps, max_frames=max_frames)
         else:
             indices = np.arange(source.num_frames)
-        frames, embeds, (height, width) = decode_resize_and_score(
-            source, indices, self.image_size, frame_scorer, self.decode_chunk_size, show_progress
+        decoded = decode_resize_and_score(
+            source,
+            indices,
+            self.image_size,
+            frame_scorer,
+            kwargs.get("decode_chunk_size", self.decode_chunk_size),
+            kwargs.get("show_progress", self.show_progress),
+            keep_scorer_inputs,
         )
+        height, width = decoded.native_size
         metadata.update({"frames_indices": indices.tolist(), "height": height, "width": width})
-        return ProcessedVideo(frames=frames, metadata=metadata, frame_embeds=embeds)
-
-    def process_video_for_call(
-        self,
-        video,
-        video_metadata: VideoMetadata | dict | None,
-        call_kwargs: dict,
-        frame_scorer: ChunkScorer | None = None,
-    ) -> ProcessedVideo:
-        """`process_video` with one call's keyword arguments (as `preprocess` takes them); the rest as set here."""
-        return self.process_video(
-            video,
-            max_frames=call_kwargs.get("max_frames", self.max_frames),
-            fps=call_kwargs.get("fps"),
-            num_frames=call_kwargs.get("num_frames"),
-            do_sample_frames=call_kwargs.get("do_sample_frames", self.do_sample_frames),
-            video_metadata=video_metadata,
-            input_data_format=call_kwargs.get("input_data_format"),
-            frame_scorer=frame_scorer,
-            show_progress=call_kwargs.get("show_progress", self.show_progress),
-        )
+        return PreparedVideo(decoded.frames, metadata, decoded.embeds, decoded.scorer_inputs)
 
     def to_pixel_values(
         self,
@@ -304,8 +310,9 @@ class VilampVideoProcessor(BaseVideoProcessor):
             )
         video_list = make_video_list(videos)
         metadata_list = make_metadata_list(kwargs.get("video_metadata"), len(video_list))
+        settings = {name: value for name, value in kwargs.items() if name != "video_metadata"}
         processed = [
-            self.process_video_for_call(video, metadata, kwargs)
+            self.process_video(video, metadata, **settings)
             for video, metadata in zip(video_list, metadata_list, strict=True)
         ]
         do_rescale = kwargs.get("do_rescale", self.do_rescale)

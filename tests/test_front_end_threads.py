@@ -90,7 +90,8 @@ def test_threaded_front_end_equals_one_thread_doing_everything_in_turn():
     indices = np.arange(0, source.num_frames, 3)
     scorer = FrameScorer(TINY_SCORER)
     threads = torch.get_num_threads()
-    frames, embeds, native_size = decode_resize_and_score(source, indices, 64, scorer, chunk_size=5)
+    decoded = decode_resize_and_score(source, indices, 64, scorer, chunk_size=5)
+    frames, embeds = decoded.frames, decoded.embeds
     expected_frames, expected_embeds = [], []
     for chunk in source.iter_chunks(indices, 5):
         expected_frames.append(resize_frames(chunk, 64))
@@ -98,7 +99,7 @@ def test_threaded_front_end_equals_one_thread_doing_everything_in_turn():
     assert np.array_equal(frames, np.concatenate(expected_frames))
     # One torch thread per chunk instead of all of them: the same operations, summed in the same order.
     torch.testing.assert_close(embeds, torch.cat(expected_embeds), rtol=0, atol=1e-6)
-    assert native_size == (720, 1280)
+    assert decoded.native_size == (720, 1280) and decoded.scorer_inputs is None  # not kept unless asked
     assert torch.get_num_threads() == threads and thread_count_of_a_new_thread() == threads
     assert front_end_threads() == []
 
@@ -109,8 +110,12 @@ def test_chunks_are_scored_side_by_side_on_one_thread_each_and_kept_in_order(sco
     side_by_side = min(torch.get_num_threads(), 2)
     scorer = RecordingScorer(meet=side_by_side)
     scorer.device = torch.device(scorer_device)
-    frames, embeds, _ = decode_resize_and_score(FailingVideo(numbered_video(23)), np.arange(23), 16, scorer, 4)
-    assert embeds[:, 0].tolist() == list(range(23))
+    decoded = decode_resize_and_score(
+        FailingVideo(numbered_video(23)), np.arange(23), 16, scorer, 4, keep_scorer_inputs=True
+    )
+    assert decoded.embeds[:, 0].tolist() == list(range(23))
+    # What the scorer read comes back in frame order too, though chunks were prepared side by side.
+    assert decoded.scorer_inputs.tolist() == list(range(23))
     assert len(scorer.calls) == 6
     assert {count for _, count in scorer.calls} == {1}
     workers = {name for name, _ in scorer.calls}
@@ -128,7 +133,7 @@ def test_native_pixels_in_flight_stay_within_their_budget(monkeypatch):
     torch.set_num_threads(2)
     try:
         scorer = RecordingScorer()
-        _, embeds, _ = decode_resize_and_score(FailingVideo(video), np.arange(23), 16, scorer, 4)
+        embeds = decode_resize_and_score(FailingVideo(video), np.arange(23), 16, scorer, 4).embeds
     finally:
         torch.set_num_threads(threads)
     assert embeds[:, 0].tolist() == list(range(23))

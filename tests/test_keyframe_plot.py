@@ -15,7 +15,7 @@ def batch():
     _, processor = tiny_model_and_processor()
     prompts = ["<video>\nWhat is the rabbit doing?", "<video>\nIs it day or night?"]
     frames = np.random.default_rng(0).integers(0, 256, (9, 40, 60, 3), dtype=np.uint8)
-    return processor, processor(text=prompts, videos=[str(CLIP_PATH), frames], num_keyframes=3)
+    return processor, processor(text=prompts, videos=[str(CLIP_PATH), frames], num_keyframes=3, return_metadata=True)
 
 
 @pytest.mark.parametrize("video_index", [0, 1])

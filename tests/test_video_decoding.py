@@ -294,8 +294,8 @@ def test_variable_frame_rate_uses_presentation_times(tmp_path, backend):
 def test_processor_reports_variable_frame_rate_times(tmp_path, heavy_fill_processor):
     times = [0.0, 0.1, 0.2, 1.85, 2.0, 2.05, 7.0, 7.5, 9.9]
     path = write_video(tmp_path / "vfr.mp4", numbered_frames(len(times), 32, 32), times=times)
-    batch = heavy_fill_processor(text="<video>\nWhat changes?", videos=str(path))
-    assert batch["frame_timestamps"].tolist() == [0.0, 0.2, 2.0, 2.05, 7.0, 7.5]
+    batch = heavy_fill_processor(text="<video>\nWhat changes?", videos=str(path), return_metadata=True)
+    assert batch["video_metadata"][0].timestamps == [0.0, 0.2, 2.0, 2.05, 7.0, 7.5]
 
 
 @pytest.mark.parametrize("container", ["mp4", "mkv"])
@@ -439,11 +439,12 @@ def test_url_in_a_chat_message_is_not_mangled_into_a_path(served, heavy_fill_pro
             add_generation_prompt=True,
             tokenize=True,
             return_dict=True,
+            return_metadata=True,
         )
         for video in (f"{served}/clip.mp4", str(CLIP_PATH))
     )
     assert torch.equal(by_url["pixel_values_videos"], by_path["pixel_values_videos"])
-    assert torch.equal(by_url["frame_timestamps"], by_path["frame_timestamps"])
+    assert by_url["video_metadata"][0].timestamps == by_path["video_metadata"][0].timestamps
 
 
 def test_url_not_found_is_named(served, downloads):

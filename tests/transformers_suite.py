@@ -20,6 +20,7 @@ import tempfile
 from pathlib import Path
 
 import transformers
+from filelock import FileLock
 
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -40,26 +41,34 @@ def transformers_tests_dir() -> Path:
     version = transformers.__version__
     root = PROJECT_ROOT / ".cache" / f"transformers-{version}"
     tests = root / PACKAGE
-    if not (tests / "test_modeling_common.py").is_file():
-        with tempfile.TemporaryDirectory() as download:
-            subprocess.run(
-                [sys.executable, "-m", "pip", "download", f"transformers=={version}", "--no-binary", ":all:"]
-                + ["--no-deps", "--quiet", "--dest", download],
-                check=True,
-            )
-            with tarfile.open(next(Path(download).glob("transformers-*.tar.gz"))) as archive:
-                prefix = f"transformers-{version}/tests/"
-                members = [m for m in archive.getmembers() if m.name.startswith(prefix) and m.name.count("/") == 2]
-                for member in members:
-                    member.name = f"{PACKAGE}/{member.name[len(prefix) :]}"
-                archive.extractall(root, members=members, filter="data")
-        for relative, text in {"__init__.py": "", **MISSING_FROM_SDIST}.items():
-            (tests / relative).parent.mkdir(exist_ok=True)
-            (tests / relative).parent.joinpath("__init__.py").touch()
-            (tests / relative).write_text(text)
-        (root / "utils").mkdir(exist_ok=True)
-        (root / "utils" / "fetch_hub_objects_for_ci.py").write_text(HUB_FIXTURES_STANDIN)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    # Parallel test workers (pytest -n) all come here first: one downloads, the others wait for it.
+    with FileLock(f"{root}.lock"):
+        if not (tests / "test_modeling_common.py").is_file():
+            download_common_tests(version, root, tests)
     return tests
+
+
+def download_common_tests(version: str, root: Path, tests: Path) -> None:
+    """Unpacks release `version`'s top-level `tests/*.py` from its sdist into `tests` (a folder of `root`)."""
+    with tempfile.TemporaryDirectory() as download:
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", f"transformers=={version}", "--no-binary", ":all:"]
+            + ["--no-deps", "--quiet", "--dest", download],
+            check=True,
+        )
+        with tarfile.open(next(Path(download).glob("transformers-*.tar.gz"))) as archive:
+            prefix = f"transformers-{version}/tests/"
+            members = [m for m in archive.getmembers() if m.name.startswith(prefix) and m.name.count("/") == 2]
+            for member in members:
+                member.name = f"{PACKAGE}/{member.name[len(prefix) :]}"
+            archive.extractall(root, members=members, filter="data")
+    for relative, text in {"__init__.py": "", **MISSING_FROM_SDIST}.items():
+        (tests / relative).parent.mkdir(exist_ok=True)
+        (tests / relative).parent.joinpath("__init__.py").touch()
+        (tests / relative).write_text(text)
+    (root / "utils").mkdir(exist_ok=True)
+    (root / "utils" / "fetch_hub_objects_for_ci.py").write_text(HUB_FIXTURES_STANDIN)
 
 
 def import_common_tests(module: str):

@@ -14,7 +14,6 @@ Sequences are not truncated: with the released 32,768-token `model_max_length`, 
 processor's `max_frames`, through `processor_kwargs`).
 """
 
-import copy
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -27,7 +26,7 @@ from transformers import PreTrainedTokenizerBase
 from ..processing import VilampProcessor
 from .examples import load_examples, named_video, parse_example
 from .labels import IGNORE_INDEX, check_label_masking, make_labels
-from .videos import CachingVideoProcessor, VideoParts
+from .videos import PreparedVideoCache, VideoParts
 
 
 logger = logging.getLogger(__name__)
@@ -87,14 +86,9 @@ class VilampTrainingDataset(torch.utils.data.Dataset):
         self.processor_kwargs = dict(processor_kwargs or {})
         self.skipped: dict[int, str] = {}
         self.processor = processor
-        # A copy whose video processor answers from the cache; the caller's processor is left as it was.
-        self._caching_processor = copy.copy(processor)
         self.scorer_inputs = scorer_inputs
-        self._caching_processor.video_processor = CachingVideoProcessor(
-            processor.video_processor,
-            video_cache_size,
-            frame_folder_fps,
-            frame_scorer=processor.frame_scorer if scorer_inputs else None,
+        self.videos = PreparedVideoCache(
+            processor, video_cache_size, frame_folder_fps, keep_scorer_inputs=scorer_inputs
         )
 
     @classmethod
@@ -133,9 +127,8 @@ class VilampTrainingDataset(torch.utils.data.Dataset):
         try:
             example = parse_example(record, self.video_folder, self.processor.video_token)
             text = self.processor.apply_chat_template(example.messages, tokenize=False)
-            inputs = self._caching_processor(
-                text=text, videos=VideoParts(example.videos), query=example.query, **self.processor_kwargs
-            )
+            video = self.videos.prepare(VideoParts(example.videos), self.processor_kwargs)
+            inputs = self.processor(text=text, videos=video, query=example.query, **self.processor_kwargs)
         except BROKEN_EXAMPLE_ERRORS as error:
             raise ValueError(f"Training example {index} (video {named_video(record)}): {error}") from error
         input_ids = inputs["input_ids"][0]
@@ -152,8 +145,8 @@ class VilampTrainingDataset(torch.utils.data.Dataset):
         }
         if self.scorer_inputs:
             # The question the processor embedded: the record's query, or the one it read off the conversation.
-            query = example.query or self.processor._queries_for_videos([text], None, 1)[0]
-            item["scorer_pixel_values"] = self._caching_processor.video_processor.last_scorer_pixels
+            query = example.query or self.processor.questions_next_to_videos(text)[0]
+            item["scorer_pixel_values"] = video.scorer_pixel_values
             item["scorer_input_ids"] = self.processor.frame_scorer.tokenizer([query])[0]
         return item
 

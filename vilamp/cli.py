@@ -137,6 +137,7 @@ def ask(
                 text=prompt,
                 videos=video,
                 show_progress=show_progress,
+                return_metadata=True,
                 **{name: value for name, value in options.items() if value is not None},
             )
         except (OSError, ValueError) as error:  # the question was checked: what fails here is reading the video
@@ -146,8 +147,9 @@ def ask(
     frames_encoded = sum(model.model.vision_chunk_sizes(inputs["keyframe_mask"], inputs["video_frame_counts"]))
     import torch
 
+    model_inputs = {name: value for name, value in inputs.to(model.device).items() if name != "video_metadata"}
     with torch.no_grad(), encoding_progress(model, frames_encoded, enabled=show_progress):
-        output = model.generate(**inputs.to(model.device), max_new_tokens=max_new_tokens, do_sample=False)
+        output = model.generate(**model_inputs, max_new_tokens=max_new_tokens, do_sample=False)
     answer = processor.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
     return answer.strip(), inputs
 
@@ -157,8 +159,8 @@ def summarize(processor, inputs, answer: str, video: str, question: str, model_i
     from .processing.keyframe_plot import format_timestamp
 
     num_frames = int(inputs["video_frame_counts"][0])
-    keyframes = inputs["keyframe_indices"].tolist()
-    timestamps = inputs["frame_timestamps"].tolist()
+    keyframes = inputs["keyframe_mask"].nonzero()[:, 0].tolist()
+    timestamps = inputs["video_metadata"][0].timestamps
     return {
         "answer": answer,
         "model": model_id,
