@@ -674,6 +674,7 @@ class VilampForConditionalGeneration(VilampPreTrainedModel, GenerationMixin):
         keyframe_mask: torch.BoolTensor | None = None,
         query_embeds: torch.FloatTensor | None = None,
         video_frame_counts: torch.LongTensor | None = None,
+        frame_relevance: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
         cache: Cache | None = None,
@@ -682,7 +683,6 @@ class VilampForConditionalGeneration(VilampPreTrainedModel, GenerationMixin):
         use_cache: bool | None = None,
         mm_encoder_outputs: dict[str, BaseModelOutputWithPooling] | None = None,
         logits_to_keep: int | torch.Tensor = 0,
-        frame_relevance: torch.Tensor | None = None,
         num_vision_chunks: int | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> tuple | VilampCausalLMOutputWithPast:

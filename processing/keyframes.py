@@ -20,7 +20,10 @@ def check_num_keyframes(num_keyframes: int) -> None:
 
 
 def frame_relevance(frame_embeds: torch.Tensor, query_embed: torch.Tensor) -> torch.Tensor:
-    """Cosine similarity `(N,)` of every frame embedding to the query embedding."""
+    """
+    Cosine similarity `(N,)` of every frame embedding to the query embedding: the one relevance formula, for keyframe
+    selection, the processor's `frame_relevance` and the scorer's training (`training.scorer`).
+    """
     return unit_rows(frame_embeds) @ unit_rows(query_embed.reshape(1, -1))[0]
 
 
@@ -139,7 +142,7 @@ def select_keyframes(
         )
     check_num_keyframes(num_keyframes)
     unit_frames = unit_rows(frame_embeds.detach().cpu())
-    relevance = unit_frames @ unit_rows(query_embed.detach().cpu().reshape(1, -1))[0]
+    relevance = frame_relevance(frame_embeds.detach().cpu(), query_embed.detach().cpu())
     chosen = greedy_keyframes(unit_frames, relevance, num_keyframes, similarity_threshold, relevance_threshold)
     selected = np.zeros(frame_embeds.shape[0], dtype=bool)
     selected[chosen] = True

@@ -72,7 +72,7 @@ FRAME_CASES = {
     "grey frames without a channel axis": (np.zeros((3, 8, 8), dtype=np.uint8), r"\(N, H, W, 3\)"),
     "no frames": (np.zeros((0, 8, 8, 3), dtype=np.uint8), "zero frames"),
     "zero-height frames": (np.zeros((2, 0, 8, 3), dtype=np.uint8), "empty"),
-    "empty list": ([], "1 <video> placeholders .* but 0 videos"),
+    "empty list": ([], "1 <video> placeholders .* and 0 videos"),
     "PIL images of two sizes": ([Image.new("RGB", (8, 8)), Image.new("RGB", (9, 8))], r"frame 1 is 9x8"),
     "PIL images and an array": ([Image.new("RGB", (8, 8)), np.zeros((8, 8, 3), np.uint8)], r"item 1 is ndarray"),
     "a number": (7, "Unsupported video input of type int"),

@@ -11,9 +11,9 @@ feature merging, so the scorer receives gradients through both.
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from ..modeling_vilamp import VilampForConditionalGeneration
+from ..processing.keyframes import frame_relevance
 
 
 class VilampWithFrameScorer(nn.Module):
@@ -53,15 +53,16 @@ class VilampWithFrameScorer(nn.Module):
         model_inputs.pop("frame_relevance", None)
         query_embeds = self.frame_scorer.encode_text(scorer_input_ids)
         frame_embeds = self.frame_scorer.encode_image(scorer_pixel_values)
-        counts = video_frame_counts if video_frame_counts is not None else torch.tensor([frame_embeds.shape[0]])
-        video_of_frame = torch.repeat_interleave(torch.arange(counts.shape[0]), counts.cpu()).to(frame_embeds.device)
-        # Normalise, then multiply: the released scorer's cosine (sentence-transformers' cos_sim), also in backward.
-        frame_relevance = (F.normalize(frame_embeds, dim=-1) * F.normalize(query_embeds, dim=-1)[video_of_frame]).sum(
-            -1
+        counts = [frame_embeds.shape[0]] if video_frame_counts is None else video_frame_counts.tolist()
+        relevance = torch.cat(
+            [
+                frame_relevance(video_frames, query)
+                for video_frames, query in zip(frame_embeds.split(counts), query_embeds, strict=True)
+            ]
         )
         return self.model(
             query_embeds=query_embeds,
-            frame_relevance=frame_relevance,
+            frame_relevance=relevance,
             video_frame_counts=video_frame_counts,
             **model_inputs,
         )
