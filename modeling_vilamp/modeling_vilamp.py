@@ -26,7 +26,12 @@ from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.cache_utils import Cache
 from transformers.generation import GenerationMixin
-from transformers.modeling_outputs import BaseModelOutputWithPast, BaseModelOutputWithPooling, CausalLMOutputWithPast
+from transformers.modeling_outputs import (
+    BaseModelOutput,
+    BaseModelOutputWithPast,
+    BaseModelOutputWithPooling,
+    CausalLMOutputWithPast,
+)
 from transformers.modeling_utils import PreTrainedModel
 from transformers.processing_utils import Unpack
 from transformers.utils import TransformersKwargs, auto_docstring, can_return_tuple
@@ -285,7 +290,7 @@ class VilampModel(VilampPreTrainedModel):
         shared_keys: torch.Tensor,
         query_key: torch.Tensor,
         **kwargs: Unpack[TransformersKwargs],
-    ) -> tuple[torch.Tensor, BaseModelOutputWithPooling]:
+    ) -> tuple[torch.Tensor, BaseModelOutput]:
         """
         One chunk of a video's frames, in temporal order, to their tokens: `tokens_per_keyframe` pooled tokens per
         keyframe, one merged token per other frame. `context_slots` gives each frame's row of `shared_keys`, or -1
@@ -303,7 +308,11 @@ class VilampModel(VilampPreTrainedModel):
         merged = iter(self.feature_merger(merged_features, context_keys, query_key.expand(slots.shape[0], -1)))
         pooled = iter(self.pool_keyframes(patch_features[keyframe_mask]))
         tokens = [next(pooled) if is_key else next(merged)[None] for is_key in keyframe_mask.tolist()]
-        return torch.cat(tokens), tower_outputs
+        # Only what was asked for outlives the chunk: keeping the tower's last hidden state too would hold every
+        # frame's patch features (1.7 MB a frame in the 7B model) until the whole video is done.
+        return torch.cat(tokens), BaseModelOutput(
+            hidden_states=tower_outputs.hidden_states, attentions=tower_outputs.attentions
+        )
 
     def _shared_context(self, keyframe_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """

@@ -3,6 +3,7 @@
 import math
 import os
 import textwrap
+import weakref
 
 import numpy as np
 import pytest
@@ -253,6 +254,22 @@ def test_idle_vision_chunks_change_nothing():
     hook.remove()
     assert runs == [2, 4, 2] + [2, 4, 2, 1, 1, 1]  # frames 0 and 1 are shared context frames
     torch.testing.assert_close(padded, plain, atol=0, rtol=0)
+
+
+def test_no_chunk_of_tower_outputs_outlives_its_chunk():
+    """Memory stays bounded per chunk: when the tower runs, no earlier run's last hidden state is still held."""
+    model = tiny_model(seed=7, vision_chunk_size=2)
+    earlier, alive_at_each_run = [], []
+
+    def note_output(_module, _args, output):
+        alive_at_each_run.append(sum(ref() is not None for ref in earlier))
+        earlier.append(weakref.ref(output.last_hidden_state))
+
+    handle = model.model.vision_tower.register_forward_hook(note_output)
+    with torch.no_grad():
+        model.get_video_features(random_video(8, seed=6), mask_from([2, 5], 8), torch.randn(1, 16))
+    handle.remove()
+    assert alive_at_each_run == [0] * 5  # a run for the 2 shared context frames, then 4 of 2 frames
 
 
 def test_float_frames_equal_uint8_frames():
