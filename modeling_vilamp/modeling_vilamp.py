@@ -272,8 +272,10 @@ class VilampModel(VilampPreTrainedModel):
         def keys_of(chunk_frames, chunk_scales):
             return self.feature_merger.context_proj(self.encode_frames(chunk_frames, chunk_scales)[0])
 
+        # The frames may stay in host memory while `shared` is on the model's device: index each where it lives.
+        shared_frames = shared.to(frames.device)
         keys = [
-            self._run_chunk(keys_of, frames[shared[chunk]], None if scales is None else scales[shared[chunk]])
+            self._run_chunk(keys_of, frames[shared_frames[chunk]], None if scales is None else scales[shared[chunk]])
             for chunk in self._chunks(shared.shape[0])
         ]
         if not keys:

@@ -490,7 +490,7 @@ def test_trust_remote_code_load_without_package(tmp_path):
 
 
 def test_gradients_do_not_depend_on_the_vision_chunk_size():
-    # The visual sequence and the context cache are filled in place chunk by chunk; backward must see the same graph.
+    # Chunks of both passes (shared context frames, then every frame) join one graph; backward sees it whole.
     mask = mask_from([1, 4], 7)
     ids = prompt_ids(tiny_model().num_visual_tokens(7, 2))
     gradients = []
