@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vilamp.processing import num_visual_tokens
 from vilamp.tiny import tiny_model_and_processor
 
 from .measure import NEW_TOKENS
@@ -117,7 +118,7 @@ def compare_precisions(device: torch.device) -> dict:
     frames = torch.randint(0, 256, (PRECISION_FRAMES, 3, size, size), dtype=torch.uint8, generator=generator)
     keyframe_mask = torch.zeros(PRECISION_FRAMES, dtype=torch.bool)
     keyframe_mask[list(PRECISION_KEYFRAMES)] = True
-    num_visual = model.num_visual_tokens(PRECISION_FRAMES, len(PRECISION_KEYFRAMES))
+    num_visual = num_visual_tokens(PRECISION_FRAMES, len(PRECISION_KEYFRAMES), model.model.tokens_per_keyframe)
     tokenizer = processor.tokenizer
     prompt = (
         tokenizer("<|im_start|>user\n").input_ids

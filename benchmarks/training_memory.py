@@ -29,6 +29,8 @@ from pathlib import Path
 
 import torch
 
+from vilamp.processing import num_visual_tokens
+
 from .measure import NUM_KEYFRAMES, build, read_peak_rss, reset_peak_rss
 from .plotting import headless_pyplot
 
@@ -53,7 +55,7 @@ def training_step(num_frames: int, mode: str) -> int:
         model.model.gradient_checkpointing = False
     generator = torch.Generator().manual_seed(num_frames)
     keyframes = min(NUM_KEYFRAMES, num_frames)
-    num_visual = model.num_visual_tokens(num_frames, keyframes)
+    num_visual = num_visual_tokens(num_frames, keyframes, model.model.tokens_per_keyframe)
     video_token = model.config.video_token_id
     input_ids = torch.tensor([[5, 6, *([video_token] * num_visual), 8, 9, 10, 11]])
     labels = torch.full_like(input_ids, -100)

@@ -21,7 +21,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForImageTextToText, AutoProcessor, CLIPModel
 
 from ..modeling_vilamp import VilampConfig, VilampForConditionalGeneration
-from ..processing import select_keyframes
+from ..processing import num_visual_tokens, select_keyframes
 from .checkpoint_mapping import check_frame_scorer_tensors, split_original_state_dict, transformers_clip_config
 from .original_checkpoint import ConversionError, iter_original_tensors, list_weight_files, read_original_config
 
@@ -62,14 +62,14 @@ def count_model_parameters(output: Path) -> int:
     return total
 
 
-def expand_image_index(input_ids: torch.Tensor, num_visual_tokens: int, video_token_id: int) -> torch.Tensor:
-    """Replaces the original's -200 image index in `(1, L)` ids by `num_visual_tokens` copies of `video_token_id`."""
+def expand_image_index(input_ids: torch.Tensor, num_placeholders: int, video_token_id: int) -> torch.Tensor:
+    """Replaces the original's -200 image index in `(1, L)` ids by `num_placeholders` copies of `video_token_id`."""
     ids = input_ids[0]
     positions = (ids == ORIGINAL_IMAGE_INDEX).nonzero()
     if positions.shape[0] != 1:
         raise ValueError(f"Expected one {ORIGINAL_IMAGE_INDEX} image index in the prompt, found {positions.shape[0]}.")
     position = int(positions[0])
-    placeholder = torch.full((num_visual_tokens,), video_token_id, dtype=ids.dtype)
+    placeholder = torch.full((num_placeholders,), video_token_id, dtype=ids.dtype)
     return torch.cat([ids[:position], placeholder, ids[position + 1 :]])[None]
 
 
@@ -131,7 +131,7 @@ def _random_video_inputs(model: VilampForConditionalGeneration, num_frames: int)
     frames = torch.randint(0, 256, (num_frames, 3, size, size), dtype=torch.uint8, generator=generator)
     keyframe_mask = torch.zeros(num_frames, dtype=torch.bool)
     keyframe_mask[[0, num_frames // 2]] = True
-    num_tokens = model.model.num_visual_tokens(num_frames, 2)
+    num_tokens = num_visual_tokens(num_frames, 2, model.model.tokens_per_keyframe)
     text_ids = torch.randint(0, config.video_token_id, (8,), generator=generator)
     input_ids = torch.cat([text_ids[:4], torch.full((num_tokens,), config.video_token_id), text_ids[4:]])[None]
     return {
@@ -181,7 +181,7 @@ def _check_fixture_outputs(source: Path, model, processor, report: VerificationR
     if model.dtype != torch.float32:
         report.add("fixture: logits and tokens", f"not compared: stored as {model.dtype}, recorded in float32", True)
         return
-    num_tokens = model.model.num_visual_tokens(keyframe_mask.shape[0], int(keyframe_mask.sum()))
+    num_tokens = num_visual_tokens(keyframe_mask.shape[0], int(keyframe_mask.sum()), model.model.tokens_per_keyframe)
     model_inputs = {
         "input_ids": expand_image_index(inputs["input_ids_with_image_index"], num_tokens, model.config.video_token_id),
         "pixel_values_videos": inputs["siglip_pixel_values"],

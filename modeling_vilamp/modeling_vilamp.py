@@ -211,10 +211,6 @@ class VilampModel(VilampPreTrainedModel):
     def set_input_embeddings(self, value: nn.Module):
         self.language_model.set_input_embeddings(value)
 
-    def num_visual_tokens(self, num_frames: int, num_keyframes: int) -> int:
-        """Length of one video's visual sequence: 196 per keyframe, 1 per other frame, 1 newline."""
-        return self.tokens_per_keyframe * num_keyframes + (num_frames - num_keyframes) + 1
-
     # --- video-only work: what a frame's pixels give, whatever the question ---------------------------------------
 
     def _normalize_frames(self, frames: torch.Tensor) -> torch.Tensor:
@@ -644,10 +640,6 @@ class VilampForConditionalGeneration(VilampPreTrainedModel, GenerationMixin):
 
     def get_output_embeddings(self) -> nn.Module:
         return self.lm_head
-
-    def num_visual_tokens(self, num_frames: int, num_keyframes: int) -> int:
-        """Length of one video's visual sequence: 196 per keyframe, 1 per other frame, 1 newline."""
-        return self.model.num_visual_tokens(num_frames, num_keyframes)
 
     @auto_docstring(custom_intro="Builds the visual sequence of every video (docs/architecture.md).")
     def get_video_features(

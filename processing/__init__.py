@@ -16,7 +16,7 @@ from ..modeling_vilamp import VilampConfig
 from .frame_scoring import FrameScorer
 from .keyframe_plot import plot_keyframes
 from .keyframes import select_keyframes
-from .processing_vilamp import VilampProcessor
+from .processing_vilamp import VilampProcessor, num_visual_tokens
 from .video_processing_vilamp import PreparedVideo, VilampVideoProcessor
 
 
@@ -30,6 +30,7 @@ __all__ = [
     "PreparedVideo",
     "VilampProcessor",
     "VilampVideoProcessor",
+    "num_visual_tokens",
     "plot_keyframes",
     "select_keyframes",
 ]

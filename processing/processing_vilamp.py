@@ -49,6 +49,14 @@ from .video_processing_vilamp import (
 SCORER_FILES = (WEIGHTS_NAME, CONFIG_NAME)
 
 
+def num_visual_tokens(num_frames: int, num_keyframes: int, tokens_per_keyframe: int) -> int:
+    """
+    Length of one video's visual sequence in the model: `tokens_per_keyframe` per keyframe, one per other frame and
+    one newline (docs/architecture.md, "Sequence"). The placeholders the processor writes are counted with it.
+    """
+    return tokens_per_keyframe * num_keyframes + (num_frames - num_keyframes) + 1
+
+
 # The "qwen_1_5" conversation format of the released evaluation scripts (docs/architecture.md, "Prompt"). The
 # assistant's words and the <|im_end|> that closes them are marked `{% generation %}`: `return_assistant_tokens_mask`
 # (TRL's `assistant_only_loss`) reads the marks; the text is the same.
@@ -169,8 +177,8 @@ class VilampProcessor(ProcessorMixin):
         ]
 
     def num_visual_tokens(self, num_frames: int, num_keyframes: int) -> int:
-        """Tokens the model produces for a video: `tokens_per_keyframe` per keyframe, 1 per other frame, 1 newline."""
-        return self.tokens_per_keyframe * num_keyframes + (num_frames - num_keyframes) + 1
+        """Tokens the model produces for a video of `num_frames` sampled frames, `num_keyframes` of them keyframes."""
+        return num_visual_tokens(num_frames, num_keyframes, self.tokens_per_keyframe)
 
     def _get_num_multimodal_tokens(self, video_sizes=None, num_keyframes: int | None = None, **kwargs):
         """

@@ -22,6 +22,7 @@ from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from conftest import CLIP_PATH, FIXTURE_VIDEO_TOKEN_ID, tiny_model
 from media import numbered_frames, write_video
+from vilamp.processing import num_visual_tokens
 
 
 PROMPT = "<|im_start|>user\n<video>\n{}<|im_end|>\n<|im_start|>assistant\n"
@@ -198,7 +199,16 @@ def model():
 def model_inputs(model, frames: torch.Tensor) -> dict:
     num_frames = frames.shape[0]
     return {
-        "input_ids": torch.tensor([[5, 6, *([FIXTURE_VIDEO_TOKEN_ID] * model.num_visual_tokens(num_frames, 1)), 8]]),
+        "input_ids": torch.tensor(
+            [
+                [
+                    5,
+                    6,
+                    *([FIXTURE_VIDEO_TOKEN_ID] * num_visual_tokens(num_frames, 1, model.model.tokens_per_keyframe)),
+                    8,
+                ]
+            ]
+        ),
         "pixel_values_videos": frames,
         "keyframe_mask": torch.tensor([True] + [False] * (num_frames - 1)),
         "query_embeds": torch.randn(1, 16, generator=torch.Generator().manual_seed(0)),

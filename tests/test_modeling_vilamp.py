@@ -31,6 +31,7 @@ from conftest import (
 from vilamp.conversion.verify_conversion import expand_image_index
 from vilamp.modeling_vilamp import VilampConfig, VilampForConditionalGeneration, VilampModel
 from vilamp.modeling_vilamp.modeling_vilamp import context_frames
+from vilamp.processing import num_visual_tokens
 
 
 VIDEO_ID = FIXTURE_VIDEO_TOKEN_ID
@@ -47,8 +48,8 @@ def mask_from(indices, num_frames: int) -> torch.Tensor:
     return mask
 
 
-def prompt_ids(num_visual_tokens: int, prefix=(5, 6, 7), suffix=(8, 9)) -> torch.Tensor:
-    return torch.tensor([[*prefix, *([VIDEO_ID] * num_visual_tokens), *suffix]])
+def prompt_ids(num_placeholders: int, prefix=(5, 6, 7), suffix=(8, 9)) -> torch.Tensor:
+    return torch.tensor([[*prefix, *([VIDEO_ID] * num_placeholders), *suffix]])
 
 
 # --- parity with the original implementation -------------------------------------------------------------------
@@ -58,7 +59,7 @@ def run_fixture(parity_case):
     model = fixture_model(parity_case)
     outputs = parity_case["outputs"]
     keyframe_mask = outputs["keyframe_mask"].bool()
-    num_tokens = model.num_visual_tokens(keyframe_mask.shape[0], int(keyframe_mask.sum()))
+    num_tokens = num_visual_tokens(keyframe_mask.shape[0], int(keyframe_mask.sum()), model.model.tokens_per_keyframe)
     inputs = {
         "input_ids": expand_image_index(parity_case["inputs"]["input_ids_with_image_index"], num_tokens, VIDEO_ID),
         "pixel_values_videos": parity_case["inputs"]["siglip_pixel_values"],
@@ -104,7 +105,7 @@ def test_all_keyframes_equals_llava_onevision_video_path():
 
     frames = random_video(3, seed=2)
     pixel_values = (frames.float() / 255 - 0.5) / 0.5
-    num_tokens = model.num_visual_tokens(3, 3)
+    num_tokens = num_visual_tokens(3, 3, model.model.tokens_per_keyframe)
     input_ids = prompt_ids(num_tokens)
     with torch.no_grad():
         ours = model(
@@ -202,7 +203,11 @@ def test_visual_token_count(num_frames, keyframes):
             random_video(num_frames), mask_from(keyframes, num_frames), torch.randn(1, 16)
         ).last_hidden_state
     k = len(keyframes)
-    assert sequence.shape[0] == 196 * k + (num_frames - k) + 1 == model.num_visual_tokens(num_frames, k)
+    assert (
+        sequence.shape[0]
+        == 196 * k + (num_frames - k) + 1
+        == num_visual_tokens(num_frames, k, model.model.tokens_per_keyframe)
+    )
 
 
 def test_released_7b_token_arithmetic():
@@ -290,7 +295,7 @@ def test_generate_with_cache_equals_without():
     model = tiny_model(seed=9)
     frames, mask = random_video(6), mask_from([2, 3], 6)
     inputs = {
-        "input_ids": prompt_ids(model.num_visual_tokens(6, 2)),
+        "input_ids": prompt_ids(num_visual_tokens(6, 2, model.model.tokens_per_keyframe)),
         "pixel_values_videos": frames,
         "keyframe_mask": mask,
         "query_embeds": torch.randn(1, 16),
@@ -307,7 +312,7 @@ def test_static_cache_decoding_compiles_without_graph_breaks():
     """
     model = tiny_model(seed=10)
     frames, mask = random_video(6), mask_from([2, 3], 6)
-    input_ids = prompt_ids(model.num_visual_tokens(6, 2))
+    input_ids = prompt_ids(num_visual_tokens(6, 2, model.model.tokens_per_keyframe))
     inputs = {"pixel_values_videos": frames, "keyframe_mask": mask, "query_embeds": torch.randn(1, 16)}
     dynamic = model.generate(input_ids=input_ids, **inputs, max_new_tokens=4, do_sample=False, pad_token_id=0)
     static = model.generate(
@@ -342,7 +347,9 @@ def test_batch_of_two_videos_equals_each_alone():
     queries = torch.randn(2, 16)
     alone, prompts = [], []
     for index, (frames, mask) in enumerate(videos):
-        ids = prompt_ids(model.num_visual_tokens(len(mask), int(mask.sum())), prefix=(5 + index, 6, 7))
+        ids = prompt_ids(
+            num_visual_tokens(len(mask), int(mask.sum()), model.model.tokens_per_keyframe), prefix=(5 + index, 6, 7)
+        )
         prompts.append(ids)
         with torch.no_grad():
             alone.append(
@@ -376,7 +383,7 @@ def test_batch_of_two_videos_equals_each_alone():
 def test_loss_ignores_minus_100_and_backpropagates_to_merger():
     model = tiny_model(seed=13).train()
     mask = mask_from([2], 5)
-    ids = prompt_ids(model.num_visual_tokens(5, 1))
+    ids = prompt_ids(num_visual_tokens(5, 1, model.model.tokens_per_keyframe))
     labels = ids.clone()
     labels[ids == VIDEO_ID] = -100
     out = model(
@@ -416,7 +423,7 @@ def test_loss_ignores_minus_100_and_backpropagates_to_merger():
 def test_bad_inputs_raise_value_error(change, message):
     model = tiny_model(seed=14)
     inputs = {
-        "input_ids": prompt_ids(model.num_visual_tokens(4, 1)),
+        "input_ids": prompt_ids(num_visual_tokens(4, 1, model.model.tokens_per_keyframe)),
         "pixel_values_videos": random_video(4),
         "keyframe_mask": mask_from([1], 4),
         "query_embeds": torch.randn(1, 16),
@@ -467,7 +474,7 @@ def test_save_load_round_trip(tmp_path):
 def test_trust_remote_code_load_without_package(tmp_path):
     model = saved_model(tmp_path / "model")
     frames, mask, query = random_video(3), mask_from([1], 3), torch.randn(1, 16)
-    ids = prompt_ids(model.num_visual_tokens(3, 1))
+    ids = prompt_ids(num_visual_tokens(3, 1, model.model.tokens_per_keyframe))
     with torch.no_grad():
         expected = model(input_ids=ids, pixel_values_videos=frames, keyframe_mask=mask, query_embeds=query).logits
     torch.save({"ids": ids, "frames": frames, "mask": mask, "query": query, "expected": expected}, tmp_path / "io.pt")
@@ -492,7 +499,7 @@ def test_trust_remote_code_load_without_package(tmp_path):
 def test_gradients_do_not_depend_on_the_vision_chunk_size():
     # Chunks of both passes (shared context frames, then every frame) join one graph; backward sees it whole.
     mask = mask_from([1, 4], 7)
-    ids = prompt_ids(tiny_model().num_visual_tokens(7, 2))
+    ids = prompt_ids(num_visual_tokens(7, 2, tiny_model().model.tokens_per_keyframe))
     gradients = []
     for chunk_size in (2, None):
         model = tiny_model(seed=4, vision_chunk_size=chunk_size)

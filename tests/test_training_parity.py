@@ -15,6 +15,7 @@ from vilamp.conversion.checkpoint_mapping import (
     split_original_state_dict,
 )
 from vilamp.conversion.verify_conversion import ORIGINAL_IMAGE_INDEX, expand_image_index
+from vilamp.processing import num_visual_tokens
 from vilamp.training.scorer import VilampWithFrameScorer
 
 
@@ -26,7 +27,7 @@ def training_inputs(fixture: dict, model) -> dict:
     """The recorded step's inputs: the video slot expanded to the visual sequence, with -100 labels on it."""
     step, inputs = recorded_step(fixture), fixture["inputs"]
     keyframe_mask = fixture["outputs"]["keyframe_mask"].bool()
-    num_visual = model.num_visual_tokens(keyframe_mask.shape[0], int(keyframe_mask.sum()))
+    num_visual = num_visual_tokens(keyframe_mask.shape[0], int(keyframe_mask.sum()), model.model.tokens_per_keyframe)
     ids = step["input_ids_with_image_index"]
     labels = step["labels_with_image_index"][0]
     position = int((ids[0] == ORIGINAL_IMAGE_INDEX).nonzero()[0])
