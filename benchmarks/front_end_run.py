@@ -30,6 +30,7 @@ from vilamp.processing import FrameScorer, VilampVideoProcessor
 from vilamp.processing.decoding_threads import scoring_pool, scoring_threads, timing_steps
 from vilamp.processing.keyframes import select_keyframes
 from vilamp.processing.video_decoding import open_video
+from vilamp.processing.video_processing_vilamp import source_metadata
 
 from .measure import (
     cap_address_space,
@@ -130,7 +131,7 @@ def run_project(video: Path, scorer: FrameScorer, record: dict) -> torch.Tensor:
 
 def run_scorer(video: Path, scorer: FrameScorer, record: dict) -> None:
     source = open_video(str(video))
-    indices = source.sample(1.0, MAX_FRAMES)
+    indices = VilampVideoProcessor().sample_frames(source_metadata(source), fps=1.0, max_frames=MAX_FRAMES)
     chunk_size = VilampVideoProcessor.decode_chunk_size
     inputs = [scorer.preprocess(chunk) for chunk in source.iter_chunks(indices, chunk_size)]
     with stage(record, "score", HOST):

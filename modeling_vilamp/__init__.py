@@ -8,7 +8,7 @@ and an `auto_map` beside the weights, for `trust_remote_code=True` loading where
 from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText
 
 from .configuration_vilamp import VilampConfig
-from .modeling_vilamp import VilampForConditionalGeneration, VilampModel, VilampPreTrainedModel
+from .modeling_vilamp import VilampForConditionalGeneration, VilampModel, VilampPreTrainedModel, VilampVideoCache
 
 
 AutoConfig.register(VilampConfig.model_type, VilampConfig, exist_ok=True)
@@ -19,4 +19,10 @@ VilampConfig.register_for_auto_class()
 VilampModel.register_for_auto_class("AutoModel")
 VilampForConditionalGeneration.register_for_auto_class("AutoModelForImageTextToText")
 
-__all__ = ["VilampConfig", "VilampForConditionalGeneration", "VilampModel", "VilampPreTrainedModel"]
+__all__ = [
+    "VilampConfig",
+    "VilampForConditionalGeneration",
+    "VilampModel",
+    "VilampPreTrainedModel",
+    "VilampVideoCache",
+]

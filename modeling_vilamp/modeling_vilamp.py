@@ -15,6 +15,8 @@
 every other frame into a single token (differential feature merging)."""
 
 import math
+import weakref
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
@@ -38,10 +40,6 @@ from transformers.utils import TransformersKwargs, auto_docstring, can_return_tu
 from transformers.utils.deprecation import deprecate_kwarg
 
 from .configuration_vilamp import VilampConfig
-
-
-# Inputs that only the prefill step consumes; decoding steps reuse the KV cache instead.
-VIDEO_INPUTS = ("pixel_values_videos", "keyframe_mask", "query_embeds", "video_frame_counts", "frame_relevance")
 
 
 @auto_docstring(custom_intro="Output of [`VilampModel`].")
@@ -119,6 +117,70 @@ class VilampDifferentialFeatureMerger(nn.Module):
         redundancy = F.cosine_similarity(context_keys, self.patch_context_proj(patch_features), dim=-1)
         weights = torch.softmax((relevance - redundancy) / self.temperature, dim=-1)
         return torch.matmul(weights[:, None, :], patch_features)[:, 0]
+
+
+class VilampVideoCache:
+    """
+    The vision tower's outputs for whole videos, kept for the next question about the same video: passed to
+    `generate` (or `forward`) as `video_cache=`, like a key/value cache. A question then costs the projector, keyframe
+    pooling, feature merging and the language model; the tower, most of the model's video work, runs once per video.
+
+    Entries are keyed by the processor's `video_keys` (a digest of the sampled frames' pixels, so another video or
+    another sampling never matches) and the model's dtype; a cache belongs to the first model that uses it, and
+    another model raises. Its features carry no gradients: use it without them (`generate` does), and make a new one
+    when the model's weights change.
+
+    Args:
+        max_bytes: the budget; the least recently used videos leave first, and a video larger than the whole budget
+            is not kept (its question streams the frames through the tower as without a cache).
+            docs/usage.md gives the bytes per frame.
+        offload: keep the features in host memory, moving a chunk at a time to the model's device when read.
+    """
+
+    def __init__(self, max_bytes: int = 8 * 2**30, offload: bool = False):
+        if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 0:
+            raise ValueError(f"`max_bytes` must be a non-negative integer, got {max_bytes!r}.")
+        self.max_bytes = max_bytes
+        self.offload = offload
+        self._entries: OrderedDict[tuple[str, torch.dtype], torch.Tensor] = OrderedDict()
+        self._model: weakref.ref | None = None
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the kept features."""
+        return sum(states.nbytes for states in self._entries.values())
+
+    def claim(self, model: nn.Module) -> None:
+        """Binds the cache to `model` on first use; raises if it holds another model's features."""
+        if self._model is None:
+            self._model = weakref.ref(model)
+        elif self._model() is not model:
+            raise ValueError("This VilampVideoCache holds another model's video features: use one cache per model.")
+
+    def get(self, key: str, dtype: torch.dtype) -> torch.Tensor | None:
+        """A video's kept tower outputs `(frames, patches, vision_hidden)`, now the most recently used; or None."""
+        states = self._entries.get((key, dtype))
+        if states is not None:
+            self._entries.move_to_end((key, dtype))
+        return states
+
+    def holds(self, key: str, dtype: torch.dtype) -> bool:
+        return (key, dtype) in self._entries
+
+    def fits(self, nbytes: int) -> bool:
+        return nbytes <= self.max_bytes
+
+    def put(self, key: str, states: torch.Tensor) -> None:
+        """Keeps a video's tower outputs, evicting the least recently used videos beyond the budget."""
+        self._entries[(key, states.dtype)] = states
+        while self.nbytes > self.max_bytes:
+            self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        self._entries.clear()
 
 
 def context_frames(keyframe_mask: torch.Tensor, rule: str) -> torch.Tensor:
@@ -231,11 +293,48 @@ class VilampModel(VilampPreTrainedModel):
         layer before post-layernorm, and the tower's own outputs (hidden states and attentions when asked for).
         `scales` multiply each frame's normalised pixels (the straight-through factors).
         """
+        tower_outputs = self._run_vision_tower(frames, scales, **kwargs)
+        return self.multi_modal_projector(tower_outputs.last_hidden_state), tower_outputs
+
+    def _run_vision_tower(
+        self, frames: torch.Tensor, scales: torch.Tensor | None = None, **kwargs: Unpack[TransformersKwargs]
+    ) -> BaseModelOutputWithPooling:
         pixels = self._normalize_frames(frames.to(self.image_newline.device))
         if scales is not None:
             pixels = pixels * scales.to(pixels.dtype)[:, None, None, None]
-        tower_outputs = self.vision_tower(pixels, **kwargs)
-        return self.multi_modal_projector(tower_outputs.last_hidden_state), tower_outputs
+        return self.vision_tower(pixels, **kwargs)
+
+    def _patch_features(
+        self,
+        frames: torch.Tensor,
+        scales: torch.Tensor | None,
+        tower_states: torch.Tensor | None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> tuple[torch.Tensor, BaseModelOutput]:
+        # With the tower's outputs kept from an earlier question (`VilampVideoCache`), only the projector runs.
+        if tower_states is not None:
+            return self.multi_modal_projector(tower_states.to(self.image_newline.device)), BaseModelOutput()
+        return self.encode_frames(frames, scales, **kwargs)
+
+    def _cached_tower_states(
+        self, video_cache: VilampVideoCache, key: str, frames: torch.Tensor
+    ) -> torch.Tensor | None:
+        """
+        One video's tower outputs from `video_cache`, run over all its frames and kept there on a miss; None for a
+        video larger than the cache's whole budget.
+        """
+        dtype = self.vision_tower.dtype
+        states = video_cache.get(key, dtype)
+        if states is not None:
+            return states
+        if not video_cache.fits(self._tower_states_bytes(frames.shape[0])):
+            return None
+        store = "cpu" if video_cache.offload else self.image_newline.device
+        states = torch.cat(
+            [self._run_vision_tower(frames[chunk]).last_hidden_state.to(store) for chunk in self._chunks(len(frames))]
+        )
+        video_cache.put(key, states)
+        return states
 
     def pool_keyframes(self, patch_features: torch.Tensor) -> torch.Tensor:
         """Keyframes' patch grids shrunk with bilinear interpolation (27 x 27 -> 14 x 14 in the 7B model)."""
@@ -261,17 +360,28 @@ class VilampModel(VilampPreTrainedModel):
     # --- question work: which frames stay whole, and what the others keep ----------------------------------------
 
     def _shared_context_keys(
-        self, frames: torch.Tensor, scales: torch.Tensor | None, shared: torch.Tensor
+        self,
+        frames: torch.Tensor,
+        scales: torch.Tensor | None,
+        tower_states: torch.Tensor | None,
+        shared: torch.Tensor,
     ) -> torch.Tensor:
         """`context_proj` of the patch features of the frames `shared` that other frames are compared against."""
 
-        def keys_of(chunk_frames, chunk_scales):
-            return self.feature_merger.context_proj(self.encode_frames(chunk_frames, chunk_scales)[0])
+        def keys_of(chunk_frames, chunk_scales, chunk_states):
+            return self.feature_merger.context_proj(self._patch_features(chunk_frames, chunk_scales, chunk_states)[0])
 
-        # The frames may stay in host memory while `shared` is on the model's device: index each where it lives.
+        # Frames and kept tower outputs may stay in host memory while `shared` is on the model's device: index each
+        # where it lives.
         shared_frames = shared.to(frames.device)
+        shared_states = None if tower_states is None else shared.to(tower_states.device)
         keys = [
-            self._run_chunk(keys_of, frames[shared_frames[chunk]], None if scales is None else scales[shared[chunk]])
+            self._run_chunk(
+                keys_of,
+                frames[shared_frames[chunk]],
+                None if scales is None else scales[shared[chunk]],
+                None if tower_states is None else tower_states[shared_states[chunk]],
+            )
             for chunk in self._chunks(shared.shape[0])
         ]
         if not keys:
@@ -283,6 +393,7 @@ class VilampModel(VilampPreTrainedModel):
         self,
         frames: torch.Tensor,
         scales: torch.Tensor | None,
+        tower_states: torch.Tensor | None,
         keyframe_mask: torch.Tensor,
         context_slots: torch.Tensor,
         shared_keys: torch.Tensor,
@@ -294,7 +405,7 @@ class VilampModel(VilampPreTrainedModel):
         keyframe, one merged token per other frame. `context_slots` gives each frame's row of `shared_keys`, or -1
         for a frame that is its own context. Writes nothing, so that checkpointing can run it again.
         """
-        patch_features, tower_outputs = self.encode_frames(frames, scales, **kwargs)
+        patch_features, tower_outputs = self._patch_features(frames, scales, tower_states, **kwargs)
         merged_features = patch_features[~keyframe_mask]
         slots = context_slots[~keyframe_mask]
         own = (slots < 0).nonzero()[:, 0]
@@ -329,22 +440,25 @@ class VilampModel(VilampPreTrainedModel):
         scales: torch.Tensor | None,
         keyframe_mask: torch.Tensor,
         query_key: torch.Tensor,
+        tower_states: torch.Tensor | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> tuple[torch.Tensor, list]:
         """
         One video's visual sequence in two passes: the frames that others are compared against, then every frame in
         temporal order against those complete context keys. The second pass runs the shared context frames (at most
         one per keyframe) through the tower again: that costs K of N frames' encoding and keeps only their keys, not
-        their activations, between the passes.
+        their activations, between the passes. With the video's `tower_states` kept from an earlier question, both
+        passes start from them instead of the frames.
         """
         shared, context_slots = self._shared_context(keyframe_mask)
-        shared_keys = self._shared_context_keys(frames, scales, shared)
+        shared_keys = self._shared_context_keys(frames, scales, tower_states, shared)
         tokens, tower_outputs = [], []
         for chunk in self._chunks(keyframe_mask.shape[0]):
             chunk_tokens, chunk_outputs = self._run_chunk(
                 self._frame_tokens,
                 frames[chunk],
                 None if scales is None else scales[chunk],
+                None if tower_states is None else tower_states[chunk],
                 keyframe_mask[chunk],
                 context_slots[chunk],
                 shared_keys,
@@ -357,20 +471,34 @@ class VilampModel(VilampPreTrainedModel):
         return torch.cat([chunk_tokens.to(self.image_newline.dtype) for chunk_tokens in tokens]), tower_outputs
 
     def vision_chunk_sizes(
-        self, keyframe_mask: torch.Tensor, video_frame_counts: torch.Tensor | None = None
+        self,
+        keyframe_mask: torch.Tensor,
+        video_frame_counts: torch.Tensor | None = None,
+        video_keys: list[str] | None = None,
+        video_cache: VilampVideoCache | None = None,
     ) -> list[int]:
         """
         The frames of each vision tower run that `get_video_features` makes for these inputs, in order: per video,
-        its shared context frames, then all its frames. Sharded training (FSDP2, ZeRO-3) needs every rank to run the
-        tower equally often (see `vilamp.training.LockstepVisionChunksMixin`); progress bars count the frames.
+        its shared context frames, then all its frames; with `video_cache`, nothing for a video kept there and all
+        its frames once for one it will keep. Sharded training (FSDP2, ZeRO-3) needs every rank to run the tower
+        equally often (see `vilamp.training.LockstepVisionChunksMixin`); progress bars count the frames.
         """
         counts = [keyframe_mask.shape[0]] if video_frame_counts is None else video_frame_counts.tolist()
         sizes = []
-        for mask in keyframe_mask.split(counts):
-            shared, _ = self._shared_context(mask)
-            for num_frames in (shared.shape[0], mask.shape[0]):
-                sizes.extend(chunk.stop - chunk.start for chunk in self._chunks(num_frames))
+        for video, mask in enumerate(keyframe_mask.split(counts)):
+            if video_cache is not None and video_cache.holds(video_keys[video], self.vision_tower.dtype):
+                continue
+            if video_cache is not None and video_cache.fits(self._tower_states_bytes(mask.shape[0])):
+                runs = [mask.shape[0]]
+            else:
+                runs = [self._shared_context(mask)[0].shape[0], mask.shape[0]]
+            sizes.extend(chunk.stop - chunk.start for num_frames in runs for chunk in self._chunks(num_frames))
         return sizes
+
+    def _tower_states_bytes(self, num_frames: int) -> int:
+        """Bytes of the tower outputs of `num_frames` frames, as a `VilampVideoCache` keeps them."""
+        hidden_size = self.config.vision_config.hidden_size
+        return num_frames * self.patches_per_side**2 * hidden_size * self.vision_tower.dtype.itemsize
 
     def _check_video_inputs(
         self,
@@ -436,6 +564,40 @@ class VilampModel(VilampPreTrainedModel):
             )
         return counts
 
+    def cache_videos(
+        self,
+        pixel_values_videos: torch.Tensor,
+        video_keys: list[str],
+        video_cache: VilampVideoCache,
+        video_frame_counts: torch.Tensor | None = None,
+    ) -> None:
+        """
+        The video-only model work ahead of any question: runs the tower over each video not yet in `video_cache` and
+        keeps its outputs there (as the first question would). Arguments as `get_video_features` takes them.
+        """
+        counts = [pixel_values_videos.shape[0]] if video_frame_counts is None else video_frame_counts.tolist()
+        self._check_video_cache(video_cache, video_keys, len(counts))
+        start = 0
+        for key, count in zip(video_keys, counts, strict=True):
+            self._cached_tower_states(video_cache, key, pixel_values_videos[start : start + count])
+            start += count
+
+    def _check_video_cache(self, video_cache: VilampVideoCache, video_keys: list[str] | None, num_videos: int) -> None:
+        # By its methods, not its class: the cache of an installed `vilamp` serves the same model loaded from the
+        # code a checkpoint ships (`trust_remote_code=True`), whose classes are copies.
+        if not all(hasattr(video_cache, method) for method in ("claim", "get", "holds", "fits", "put")):
+            raise ValueError(f"`video_cache` must be a VilampVideoCache, got {type(video_cache).__name__}.")
+        if video_keys is None or len(video_keys) != num_videos:
+            raise ValueError(
+                f"`video_cache` needs `video_keys`, one per video ({num_videos}), as VilampProcessor returns them; "
+                f"got {video_keys!r:.200}."
+            )
+        if torch.is_grad_enabled() and any(parameter.requires_grad for parameter in self.vision_tower.parameters()):
+            raise ValueError(
+                "`video_cache` keeps features without gradients: use it under `torch.no_grad()` (as `generate` does)."
+            )
+        video_cache.claim(self)
+
     @can_return_tuple
     @auto_docstring(custom_intro="Builds the visual sequence of every video (docs/architecture.md).")
     def get_video_features(
@@ -446,6 +608,8 @@ class VilampModel(VilampPreTrainedModel):
         video_frame_counts: torch.Tensor | None = None,
         frame_relevance: torch.Tensor | None = None,
         num_vision_chunks: int | None = None,
+        video_keys: list[str] | None = None,
+        video_cache: VilampVideoCache | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> tuple | BaseModelOutputWithPooling:
         r"""
@@ -467,6 +631,12 @@ class VilampModel(VilampPreTrainedModel):
             Run the vision tower this many times, repeating a chunk whose tokens go nowhere after the real ones
             (no fewer than `len(vision_chunk_sizes(...))` of these inputs). Sharded training passes the largest
             count of all ranks, whose collectives must pair up.
+        video_keys (`list[str]`, *optional*):
+            The processor's digest of each video's sampled frames: what `video_cache` keys them by.
+        video_cache (`VilampVideoCache`, *optional*):
+            Tower outputs kept from earlier questions: a video found there skips the tower, and one not found is
+            kept for the next question. Without gradients only; `frame_relevance` then plays no part (its factor is
+            1 and carries nothing without gradients).
 
         Returns:
             [`BaseModelOutputWithPooling`]: `last_hidden_state`, `(num_visual_tokens, hidden_size)`, the visual
@@ -479,6 +649,8 @@ class VilampModel(VilampPreTrainedModel):
         frame_counts = self._check_video_inputs(
             pixel_values_videos, keyframe_mask, query_embeds, video_frame_counts, frame_relevance
         )
+        if video_cache is not None:
+            self._check_video_cache(video_cache, video_keys, len(frame_counts))
         device, dtype = self.image_newline.device, self.image_newline.dtype
         # Frames may stay where they are (host memory for a 10,000-frame video): only one chunk at a time moves.
         keyframe_mask = keyframe_mask.to(device)
@@ -487,11 +659,17 @@ class VilampModel(VilampPreTrainedModel):
         sequences, tower_outputs, start = [], [], 0
         for video, count in enumerate(frame_counts):
             frames = slice(start, start + count)
+            tower_states = (
+                None
+                if video_cache is None
+                else self._cached_tower_states(video_cache, video_keys[video], pixel_values_videos[frames])
+            )
             sequence, outputs = self._video_sequence(
                 pixel_values_videos[frames],
-                None if scales is None else scales[frames],
+                None if scales is None or tower_states is not None else scales[frames],
                 keyframe_mask[frames],
                 query_keys[video],
+                tower_states,
                 **kwargs,
             )
             sequences.append(sequence)
@@ -503,6 +681,7 @@ class VilampModel(VilampPreTrainedModel):
             idle_tokens, _ = self._run_chunk(
                 self._frame_tokens,
                 pixel_values_videos[:1],
+                None,
                 None,
                 keyframe_mask.new_ones(1),
                 keyframe_mask.new_zeros(1, dtype=torch.long),
@@ -547,6 +726,8 @@ class VilampModel(VilampPreTrainedModel):
         use_cache: bool | None = None,
         mm_encoder_outputs: dict[str, BaseModelOutputWithPooling] | None = None,
         num_vision_chunks: int | None = None,
+        video_keys: list[str] | None = None,
+        video_cache: VilampVideoCache | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> tuple | VilampModelOutputWithPast:
         r"""
@@ -566,6 +747,10 @@ class VilampModel(VilampPreTrainedModel):
             (encoded once, then repeated per beam or returned sequence); instead of `pixel_values_videos`.
         num_vision_chunks (`int`, *optional*):
             Vision tower runs for sharded training's lockstep (see `get_video_features`).
+        video_keys (`list[str]`, *optional*):
+            The processor's digest of each video's sampled frames, which `video_cache` keys them by.
+        video_cache (`VilampVideoCache`, *optional*):
+            Tower outputs kept between questions about the same videos (see `get_video_features`).
         """
         if (input_ids is None) ^ (inputs_embeds is not None):
             raise ValueError("You must specify exactly one of input_ids or inputs_embeds")
@@ -583,6 +768,8 @@ class VilampModel(VilampPreTrainedModel):
                 video_frame_counts,
                 frame_relevance,
                 num_vision_chunks,
+                video_keys,
+                video_cache,
             )
         video_features = None
         # Without videos, placeholder tokens are embedded as the tokens they are, as in-library VLMs do (an assistant
@@ -687,6 +874,8 @@ class VilampForConditionalGeneration(VilampPreTrainedModel, GenerationMixin):
         mm_encoder_outputs: dict[str, BaseModelOutputWithPooling] | None = None,
         logits_to_keep: int | torch.Tensor = 0,
         num_vision_chunks: int | None = None,
+        video_keys: list[str] | None = None,
+        video_cache: VilampVideoCache | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> tuple | VilampCausalLMOutputWithPast:
         r"""
@@ -708,6 +897,10 @@ class VilampForConditionalGeneration(VilampPreTrainedModel, GenerationMixin):
             model does; numerically 1, the path by which gradients reach the frame scorer.
         num_vision_chunks (`int`, *optional*):
             Vision tower runs for sharded training's lockstep (see `get_video_features`).
+        video_keys (`list[str]`, *optional*):
+            The processor's digest of each video's sampled frames, which `video_cache` keys them by.
+        video_cache (`VilampVideoCache`, *optional*):
+            Tower outputs kept between questions about the same videos: `generate(**inputs, video_cache=cache)`.
         """
         outputs = self.model(
             input_ids=input_ids,
@@ -717,6 +910,8 @@ class VilampForConditionalGeneration(VilampPreTrainedModel, GenerationMixin):
             video_frame_counts=video_frame_counts,
             frame_relevance=frame_relevance,
             num_vision_chunks=num_vision_chunks,
+            video_keys=video_keys,
+            video_cache=video_cache,
             attention_mask=attention_mask,
             position_ids=position_ids,
             inputs_embeds=inputs_embeds,
@@ -743,13 +938,5 @@ class VilampForConditionalGeneration(VilampPreTrainedModel, GenerationMixin):
             video_features=outputs.video_features,
         )
 
-    def prepare_inputs_for_generation(self, *args, is_first_iteration: bool = False, **kwargs):
-        """Passes the video inputs to the prefill step only: later steps read the visual tokens from the cache."""
-        model_inputs = super().prepare_inputs_for_generation(*args, is_first_iteration=is_first_iteration, **kwargs)
-        if not is_first_iteration and kwargs.get("use_cache", True):
-            for name in VIDEO_INPUTS:
-                model_inputs.pop(name, None)
-        return model_inputs
 
-
-__all__ = ["VilampForConditionalGeneration", "VilampModel", "VilampPreTrainedModel"]
+__all__ = ["VilampForConditionalGeneration", "VilampModel", "VilampPreTrainedModel", "VilampVideoCache"]

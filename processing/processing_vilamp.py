@@ -83,6 +83,11 @@ CHAT_TEMPLATE = (
 ROLE_LINE = re.compile(r"^\s*(system|user|assistant)\n")
 
 
+def concatenated(tensors: list[torch.Tensor]) -> torch.Tensor:
+    # One video's frames are returned as they are: a copy would cost every question a pass over the whole video.
+    return tensors[0] if len(tensors) == 1 else torch.cat(tensors)
+
+
 class VilampVideosKwargs(VilampVideoProcessorKwargs, total=False):
     r"""
     The video processor's keyword arguments (`fps`, `num_frames`, `max_frames`, ...), and for the question step:
@@ -110,6 +115,7 @@ class VilampProcessor(ProcessorMixin):
     """
 
     valid_processor_kwargs = VilampProcessorKwargs
+    skip_tensor_conversion = [*ProcessorMixin.skip_tensor_conversion, "video_keys"]
     # Lowest-priority defaults of `_merge_kwargs`: tensors for the model, and a batch of prompts padded to one length.
     text_kwargs = {"return_tensors": "pt", "padding": "longest"}
 
@@ -174,6 +180,7 @@ class VilampProcessor(ProcessorMixin):
             "query_embeds",
             "video_frame_counts",
             "frame_relevance",
+            "video_keys",
         ]
 
     def num_visual_tokens(self, num_frames: int, num_keyframes: int) -> int:
@@ -208,8 +215,6 @@ class VilampProcessor(ProcessorMixin):
         here depends on a question: pass the result wherever a video goes (`__call__`, chat messages) to answer more
         questions about it. A `PreparedVideo` is returned as it is.
         """
-        if isinstance(video, PreparedVideo):
-            return video
         return self.video_processor.process_video(
             video, video_metadata, self.frame_scorer, keep_scorer_inputs=keep_scorer_inputs, **kwargs
         )
@@ -239,8 +244,9 @@ class VilampProcessor(ProcessorMixin):
         Returns:
             [`BatchFeature`] with `input_ids`, `attention_mask`, `pixel_values_videos` (uint8, all videos' frames
             concatenated), `keyframe_mask`, `query_embeds`, `video_frame_counts` and `frame_relevance` (the scorer's
-            relevance of each frame, for the model's straight-through path); `video_metadata` (sampled frames'
-            indices and timestamps) with `return_metadata=True`; `mm_token_type_ids` (2 on video placeholders) with
+            relevance of each frame, for the model's straight-through path), `video_keys` (a digest of each video's
+            frames, for the model's `VilampVideoCache`); `video_metadata` (sampled frames' indices and timestamps)
+            with `return_metadata=True`; `mm_token_type_ids` (2 on video placeholders) with
             `return_mm_token_type_ids=True`.
         """
         # Checked before transformers' own handling, which would fail on anything but text with a TypeError.
@@ -292,13 +298,14 @@ class VilampProcessor(ProcessorMixin):
             frame_relevance(video.frame_embeds, embed) for video, embed in zip(prepared, query_embeds, strict=True)
         ]
         data = {
-            "pixel_values_videos": torch.cat(
+            "pixel_values_videos": concatenated(
                 [self.video_processor.to_pixel_values(video.frames, **kwargs) for video in prepared]
             ),
             "keyframe_mask": torch.cat(keyframe_masks),
             "query_embeds": query_embeds,
             "video_frame_counts": torch.tensor([len(video.frames) for video in prepared]),
             "frame_relevance": torch.cat(relevance),
+            "video_keys": [video.key for video in prepared],
             "video_metadata": [video.metadata for video in prepared],
         }
         replacements = [self.replace_video_token(data, index) for index in range(len(prepared))]

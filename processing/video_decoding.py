@@ -154,10 +154,6 @@ class VideoSource:
     def num_frames(self) -> int:
         return len(self.timestamps)
 
-    def sample(self, fps: float, max_frames: int | None) -> np.ndarray:
-        """Indices of the frames kept at about `fps` frames per second, at most `max_frames` of them."""
-        return sample_at_rate(self.timestamps, self.num_frames, self.native_fps, fps, max_frames)
-
     def iter_chunks(self, indices: np.ndarray, chunk_size: int) -> Iterator[np.ndarray]:
         """Yields the frames at the increasing `indices`, `chunk_size` at a time, as `(n, H, W, 3)` uint8 RGB."""
         raise NotImplementedError
@@ -169,10 +165,6 @@ class DecodedVideo(VideoSource):
     def __init__(self, frames: np.ndarray, fps: float):
         super().__init__("(decoded frames)", np.arange(len(frames)) / fps, fps)
         self.frames = frames
-
-    def sample(self, fps: float, max_frames: int | None) -> np.ndarray:
-        # Frames given in memory are evenly spaced by definition: the reference rule applies.
-        return sample_at_rate(None, self.num_frames, self.native_fps, fps, max_frames)
 
     def iter_chunks(self, indices: np.ndarray, chunk_size: int) -> Iterator[np.ndarray]:
         for chunk in chunks_of(indices, chunk_size):

@@ -1,6 +1,5 @@
 """VilampForConditionalGeneration: parity with the original, the visual sequence, generation, batching, loading."""
 
-import math
 import os
 import textwrap
 import weakref
@@ -76,8 +75,9 @@ def test_fixture_inputs_embeds_and_logits_match_original(parity_case):
         out = model(**inputs, output_hidden_states=True)
     expected = parity_case["outputs"]
     assert out.hidden_states[0].shape == expected["inputs_embeds"].shape
-    torch.testing.assert_close(out.hidden_states[0], expected["inputs_embeds"], atol=1e-4, rtol=0)
-    torch.testing.assert_close(out.logits, expected["logits"], atol=1e-4, rtol=0)
+    # Measured: 1.2e-7 and 1.1e-6 at most; a merged token differs from a plain patch mean by 2.9e-4 or more.
+    torch.testing.assert_close(out.hidden_states[0], expected["inputs_embeds"], atol=1e-5, rtol=0)
+    torch.testing.assert_close(out.logits, expected["logits"], atol=1e-5, rtol=0)
 
 
 def test_fixture_greedy_tokens_match_original(parity_case):
@@ -211,9 +211,10 @@ def test_visual_token_count(num_frames, keyframes):
 
 
 def test_released_7b_token_arithmetic():
-    config = VilampConfig()
-    side = math.ceil(config.vision_config.image_size // config.vision_config.patch_size / 2)
-    assert side * side * 32 + (10_000 - 32) + 1 == 16_241
+    # The paper's figure: 10,000 frames with 32 keyframes are 16,241 visual tokens in the released 7B model.
+    with torch.device("meta"):
+        model = VilampModel(VilampConfig())
+    assert num_visual_tokens(10_000, 32, model.tokens_per_keyframe) == 16_241
 
 
 @pytest.mark.parametrize("chunk_size", [1, 3, 64])

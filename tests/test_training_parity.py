@@ -3,6 +3,7 @@ One training step against the original's (`training.safetensors` of each parity 
 gradient, and the frame scorer's gradients through the straight-through path, named with the converter's routing.
 """
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -114,10 +115,18 @@ def test_bf16_autocast_trains_and_generates():
     assert generated.shape == (1, batch["input_ids"].shape[1] + 3)
 
 
-def test_trainer_predict_returns_logits_only():
-    from transformers import AutoConfig
+def test_trainer_predict_returns_logits_only(tmp_path):
+    """`Trainer.predict` gathers the logits alone: not the key/value cache, not the visual sequence."""
+    from transformers import Trainer, TrainingArguments
 
-    from conftest import tiny_config
+    from conftest import tiny_model, video_training_batch
 
-    assert AutoConfig.for_model("vilamp").keys_to_ignore_at_inference == ["cache", "video_features"]
-    assert tiny_config().keys_to_ignore_at_inference == ["cache", "video_features"]
+    model = tiny_model(seed=61)
+    batch = video_training_batch(torch.tensor([True, False, False, True, False]), seed=62)
+    arguments = TrainingArguments(output_dir=str(tmp_path), per_device_eval_batch_size=1, report_to="none")
+    trainer = Trainer(model=model, args=arguments, data_collator=lambda examples: examples[0])
+    predictions = trainer.predict([batch]).predictions
+    with torch.no_grad():
+        logits = model(**batch).logits
+    assert isinstance(predictions, np.ndarray)  # one array, not a tuple with the cache and video features
+    np.testing.assert_allclose(predictions, logits.numpy(), atol=1e-6, rtol=0)
