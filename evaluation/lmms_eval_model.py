@@ -12,7 +12,7 @@ and this model the GPU of its local rank (`torchrun` on a machine without GPUs r
 """
 
 import json
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Iterator, Sequence
 
 import torch
@@ -22,6 +22,8 @@ from lmms_eval.api.model import lmms
 from loguru import logger
 from tqdm import tqdm
 
+from ..loading import model_inputs
+from ..modeling_vilamp import VilampVideoCache
 from .prompts import RELEASED_MAX_NEW_TOKENS, parse_prompt, released_prompt
 
 
@@ -55,6 +57,8 @@ class Vilamp(lmms):
         dtype: str = "auto",
         attn_implementation: str | None = None,
         trust_remote_code: bool = False,
+        cache_gib: float = 8.0,
+        prepared_videos: int = 4,
     ) -> None:
         """
         Args:
@@ -69,6 +73,10 @@ class Vilamp(lmms):
             dtype: `auto` (the checkpoint's, bfloat16 for the released model) or a torch dtype name.
             attn_implementation: transformers' attention implementation (`sdpa`, `flash_attention_2`, ...).
             trust_remote_code: Load the code the model ships beside its weights instead of this package's.
+            cache_gib: Memory for the vision tower's outputs kept between questions about the same video
+                (`VilampVideoCache`; docs/usage.md gives the bytes per frame).
+            prepared_videos: Videos kept decoded, with their frame embeddings, for the next question about them
+                (0 with `cache_gib=0` prepares and encodes the video again for every question).
         """
         super().__init__()
         if protocol not in PROTOCOLS:
@@ -94,6 +102,11 @@ class Vilamp(lmms):
             self.video_kwargs["num_keyframes"] = num_keyframes
         self.protocol = protocol
         self.batch_size = int(batch_size)
+        # Questions about one video are answered one after another (`generate_until` orders them so): the video is
+        # decoded, scored and encoded for the first and reused by the rest.
+        self.video_cache = VilampVideoCache(max_bytes=int(float(cache_gib) * 2**30))
+        self.prepared_videos = int(prepared_videos)
+        self._prepared: OrderedDict = OrderedDict()
 
     @property
     def device(self) -> torch.device:
@@ -110,10 +123,21 @@ class Vilamp(lmms):
             raise ValueError(f"{task} {split} doc {doc_id}: ViLAMP takes one video file, got {visuals!r:.200}.")
         return visuals[0]
 
-    def _inputs(self, texts: list[str], videos: list[str], queries: list[str]):
-        return self.processor(text=texts, videos=videos, query=queries, padding_side="left", **self.video_kwargs).to(
-            self.device
-        )
+    def _prepare(self, video: str):
+        """The video-only step for `video`, from the last `prepared_videos` videos when it is one of them."""
+        prepared = self._prepared.get(video)
+        if prepared is None:
+            sampling = {name: value for name, value in self.video_kwargs.items() if name != "num_keyframes"}
+            prepared = self._prepared[video] = self.processor.prepare_video(video, **sampling)
+        self._prepared.move_to_end(video)
+        while len(self._prepared) > self.prepared_videos:
+            self._prepared.popitem(last=False)
+        return prepared
+
+    def _inputs(self, texts: list[str], videos: list[str], queries: list[str]) -> dict:
+        prepared = [self._prepare(video) for video in videos]
+        inputs = self.processor(text=texts, videos=prepared, query=queries, padding_side="left", **self.video_kwargs)
+        return {**model_inputs(inputs, self.device), "video_cache": self.video_cache}
 
     def generate_until(self, requests: list[Instance]) -> list[str]:
         """
@@ -124,6 +148,13 @@ class Vilamp(lmms):
         for index, request in enumerate(requests):
             _, gen_kwargs, _, _, task, _ = request.args
             groups[(task, json.dumps(gen_kwargs, sort_keys=True, default=str))].append(index)
+        # Within a group, the questions about one video one after another, so that each video is prepared once.
+        video_of = [self._video(*request.args[2:]) for request in requests]
+        for indices in groups.values():
+            first_seen: dict[str, int] = {}
+            for index in indices:
+                first_seen.setdefault(video_of[index], len(first_seen))
+            indices.sort(key=lambda index: first_seen[video_of[index]])
         answers = [""] * len(requests)
         progress = tqdm(total=len(requests), disable=self.rank != 0, desc="vilamp")
         for indices in groups.values():

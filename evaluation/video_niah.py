@@ -21,6 +21,7 @@ a relative `clip` is taken from the manifest's folder.
 import argparse
 import json
 import random
+import sys
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from fractions import Fraction
@@ -29,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from ..processing.video_decoding import PyAVFile
+from ..processing.video_processing_vilamp import VilampVideoProcessor, source_metadata
 from .lmms_eval_task import write_task
 
 
@@ -58,7 +60,7 @@ def load_needles(manifest: str | Path) -> list[dict]:
 def frames_at_1fps(path: str | Path, start: float = 0.0, end: float = float("inf")) -> Iterator[np.ndarray]:
     """The file's frames at 1 fps (the released sampling rule) from `start` to `end` seconds, chunk by chunk."""
     source = PyAVFile(Path(path))
-    indices = source.sample(1.0, None)
+    indices = VilampVideoProcessor().sample_frames(source_metadata(source), fps=1.0, max_frames=None)
     times = source.timestamps[indices]
     yield from source.iter_chunks(indices[(times >= start) & (times < end)], CHUNK)
 
@@ -102,6 +104,13 @@ def spliced(hay: Iterator[np.ndarray], start: int, needle: np.ndarray) -> Iterat
         done += len(chunk)
 
 
+def counted(chunks: Iterator[np.ndarray], bar) -> Iterator[np.ndarray]:
+    """`chunks`, each counted on the progress `bar` once it has been used."""
+    for chunk in chunks:
+        yield chunk
+        bar.update(len(chunk))
+
+
 def write_case(path: Path, chunks: Iterator[np.ndarray], height: int, width: int) -> int:
     """Encodes frame chunks at 1 fps (H.264, sizes made even for yuv420p); returns the number of frames."""
     import av
@@ -130,12 +139,15 @@ def build(
     depths: Sequence[float],
     output: str | Path,
     seed: int = 0,
+    show_progress: bool = False,
 ) -> list[dict]:
     """
     Writes one case per (length, depth) into `output`, with a needle and haystack order drawn from `seed`, and
     the lmms-eval task over them. Returns the cases (the rows of `cases.jsonl`). The same inputs and seed give the
-    same videos and cases.
+    same videos and cases. `show_progress` draws a bar over the frames written.
     """
+    from tqdm.auto import tqdm
+
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     haystacks = [str(Path(path).resolve()) for path in haystacks]
@@ -148,6 +160,7 @@ def build(
     height, width = first.shape[1:3]
     rng = random.Random(seed)
     cases = []
+    bar = tqdm(total=sum(lengths) * len(depths), desc="writing cases", unit="frame", disable=not show_progress)
     for length in lengths:
         for depth in depths:
             needle = needles[rng.randrange(len(needles))]
@@ -157,7 +170,7 @@ def build(
             start = round(depth * (length - len(needle_frames)))
             hay = haystack_frames(haystacks, length - len(needle_frames), random.Random(rng.random()))
 
-            chunks = spliced(hay, start, needle_frames)
+            chunks = counted(spliced(hay, start, needle_frames), bar)
             video = output / f"case_{len(cases):04d}_len{length}_depth{depth:g}.mp4"
             written = write_case(video, chunks, height, width)
             if written != length:
@@ -175,6 +188,7 @@ def build(
                     "answer": needle["answer"],
                 }
             )
+    bar.close()
     (output / "cases.jsonl").write_text("".join(json.dumps(case) + "\n" for case in cases))
     write_task(output, TASK_NAME, cases)
     return cases
@@ -268,7 +282,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     heatmap.add_argument("--output", required=True, help="PNG to write")
     args = parser.parse_args(argv)
     if args.command == "build":
-        cases = build(args.haystacks, load_needles(args.needles), args.lengths, args.depths, args.output, args.seed)
+        needles = load_needles(args.needles)
+        cases = build(args.haystacks, needles, args.lengths, args.depths, args.output, args.seed, show_progress=True)
         print(f"{len(cases)} cases in {args.output} (task {TASK_NAME}: --include_path {args.output})")
     elif args.command == "recall":
         from transformers import AutoProcessor
@@ -277,8 +292,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         result = keyframe_recall(AutoProcessor.from_pretrained(args.model), read_jsonl(args.cases), args.num_keyframes)
         print(json.dumps(result, indent=1))
+        # The JSON on stdout is for scripts; the summary goes to people, on stderr.
+        kept = sum(case["kept"] > 0 for case in result["cases"])
+        print(
+            f"needle kept in {kept} of {len(result['cases'])} cases (recall {result['recall']:.2f}); "
+            f"{result['mean_needle_keyframes']:.2f} needle keyframes per case",
+            file=sys.stderr,
+        )
     else:
-        print(plot_heatmap(read_jsonl(args.samples), args.output))
+        samples = read_jsonl(args.samples)
+        path = plot_heatmap(samples, args.output)
+        lengths, depths, _ = accuracy_grid(samples)
+        print(f"wrote {path}: accuracy of {len(samples)} samples by {len(lengths)} lengths x {len(depths)} depths")
     return 0
 
 

@@ -127,7 +127,9 @@ def test_ask_about_a_long_clip_with_progress_bars(long_clip):
     # No --quiet, no --json: 5 vision chunks, so the encoding bar redraws while the tower still has chunks to go.
     lines = answer_lines_and_bars(vilamp("ask", str(long_clip), "What does the rabbit do?"), frames=40)
     keyframes = [line for line in lines if line.startswith("keyframe ")]
-    assert len(keyframes) == 2 and all(re.search(r"frame +\d+ at 00:00:[0-3]\d$", line) for line in keyframes)
+    assert len(keyframes) == 2 and all(
+        re.search(r"video frame +\d+ at 00:00:[0-3]\d \(sample [1-3]?\d\)$", line) for line in keyframes
+    )
     # K = 2: 2 keyframes x 196 + 38 merged frames + 1 newline.
     assert lines[-2:] == [
         "frames sampled: 40 (about 1 per second)",
@@ -150,7 +152,9 @@ def test_ask_on_the_embedded_default_prints_answer_keyframes_and_budget():
     assert lines[0] == "NOTE: embedded default = tiny random-weight model; the answer below is noise."
     assert lines[1].startswith("answer: ")
     keyframes = [line for line in lines if line.startswith("keyframe ")]
-    assert len(keyframes) == 2 and all(re.search(r"frame +\d+ at 00:00:0[0-5]$", line) for line in keyframes)
+    assert len(keyframes) == 2 and all(
+        re.search(r"video frame +\d+ at 00:00:0[0-5] \(sample [0-5]\)$", line) for line in keyframes
+    )
     assert "frames sampled: 6 (about 1 per second)" in lines
     # 2 keyframes x 196 + 4 merged frames + 1 newline, against 6 x 196 + 1 for uniform encoding.
     assert "visual tokens: 397 (uniform 196 per frame would be 1,177; 3.0x fewer)" in lines
@@ -171,6 +175,7 @@ def test_json_record_schema(json_run):
         "visual_tokens",
         "uniform_tokens",
         "plot",
+        "seconds",
     }
     assert record["embedded_default"] is True and record["model"] is None
     assert isinstance(record["answer"], str) and record["question"] == "What is the rabbit doing?"
@@ -178,11 +183,143 @@ def test_json_record_schema(json_run):
     assert frames == 6 and len(keyframes) == 2
     assert record["seconds_between_frames"] == 1.0  # the 6 s clip sampled at 1 fps
     for keyframe in keyframes:
-        assert set(keyframe) == {"frame", "seconds", "timestamp"}
-        assert 0 <= keyframe["frame"] < frames and re.fullmatch(r"\d\d:\d\d:\d\d", keyframe["timestamp"])
+        assert set(keyframe) == {"sample", "video_frame", "seconds", "timestamp"}
+        assert 0 <= keyframe["sample"] < frames and re.fullmatch(r"\d\d:\d\d:\d\d", keyframe["timestamp"])
+        # The clip is 25 fps, sampled at 1 fps: sample n is the video's frame 25 n, n seconds in.
+        assert keyframe["video_frame"] == 25 * keyframe["sample"] and keyframe["seconds"] == keyframe["sample"]
     assert record["visual_tokens"] == 196 * 2 + (frames - 2) + 1
     assert record["uniform_tokens"] == 196 * frames + 1
     assert record["plot"] == str(plot)
+
+
+def test_several_questions_decode_and_encode_the_video_once():
+    # With progress bars, as a person runs it: one decoding bar and one encoding bar for all three questions.
+    result = vilamp("ask", str(CLIP_PATH), "Who?", "What is the rabbit doing?", "Where?")
+    assert result.returncode == 0, result.stderr
+    for bar in PROGRESS_BARS:
+        assert len(re.findall(rf"{bar}:\s+0%", result.stderr)) == 1, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == cli.EMBEDDED_DEFAULT_NOTE
+    headings = [line for line in lines if line.startswith("question ")]
+    assert headings == ["question 1: Who?", "question 2: What is the rabbit doing?", "question 3: Where?"]
+    assert len([line for line in lines if line.startswith("answer: ")]) == 3
+    assert lines.count("visual tokens: 397 (uniform 196 per frame would be 1,177; 3.0x fewer)") == 3
+
+
+def test_several_questions_as_json_lines_equal_one_question_runs(json_run, tmp_path):
+    single, _ = json_run
+    result = vilamp(
+        "ask", str(CLIP_PATH), "Who?", "What is the rabbit doing?", "--json", "--plot", str(tmp_path / "k.png")
+    )
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [record["question"] for record in records] == ["Who?", "What is the rabbit doing?"]
+    assert [record["plot"] for record in records] == [str(tmp_path / "k-1.png"), str(tmp_path / "k-2.png")]
+    assert all((tmp_path / f"k-{number}.png").is_file() for number in (1, 2))
+    # The second question, asked after another about the same video, is answered as when asked alone.
+    unrelated = ("seconds", "plot")
+    assert {k: v for k, v in records[1].items() if k not in unrelated} == {
+        k: v for k, v in single.items() if k not in unrelated
+    }
+    assert all(record["seconds"] > 0 for record in records)
+
+
+def chat_session(stdin: str, *options: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(VILAMP), "chat", str(CLIP_PATH), "--quiet", *options],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_chat_answers_each_question_about_the_video_until_exit(json_run):
+    single, _ = json_run
+    result = chat_session("What is the rabbit doing?\n\nWhere?\nexit\nNot asked?\n")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    lines = result.stdout.splitlines()
+    assert lines[0] == cli.EMBEDDED_DEFAULT_NOTE
+    assert lines[1] == f"{CLIP_PATH}: 6 frames sampled over 00:00:05. {cli.CHAT_HELP}"
+    # Piped input is not echoed: each answer follows its prompt. The blank line asks nothing, and the streamed
+    # answer equals `vilamp ask`'s.
+    answers = re.findall(rf"^((?:{cli.CHAT_PROMPT})+)answer: (.*)$", result.stdout, flags=re.MULTILINE)
+    assert answers[0] == (cli.CHAT_PROMPT, single["answer"])
+    assert len(answers) == 2 and answers[1][0] == cli.CHAT_PROMPT * 2
+    summaries = [line for line in lines if line.startswith("(keyframes at ")]
+    assert len(summaries) == 2 and all("; 397 visual tokens; " in line for line in summaries)
+
+
+def test_chat_ctrl_c_stops_an_answer_and_ctrl_d_leaves():
+    import pty
+    import select
+    import signal
+    import time
+
+    leader, follower = pty.openpty()
+    process = subprocess.Popen(
+        [str(VILAMP), "chat", str(CLIP_PATH), "--quiet", "--max-new-tokens", "100000"],
+        stdin=follower,
+        stdout=follower,
+        stderr=follower,
+        start_new_session=True,
+    )
+    os.close(follower)
+    output = b""
+
+    def read_until(text: bytes, timeout: float = 120) -> None:
+        """Reads until `text` appears in what the session writes from now on."""
+        nonlocal output
+        start, deadline = len(output), time.monotonic() + timeout
+        while text not in output[start:]:
+            assert time.monotonic() < deadline, output.decode(errors="replace")
+            if select.select([leader], [], [], 1)[0]:
+                output += os.read(leader, 4096)
+
+    try:
+        read_until(cli.CHAT_PROMPT.encode())
+        os.write(leader, b"What is the rabbit doing?\n")
+        read_until(b"answer: ")
+        time.sleep(1)  # well inside an answer of up to 100,000 tokens
+        os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C sends to the terminal's foreground processes
+        read_until(b"(answer interrupted)")
+        read_until(cli.CHAT_PROMPT.encode())
+        time.sleep(0.5)  # readline takes the terminal once its prompt is out
+        os.write(leader, b"\x04")  # Ctrl-D: the end of input, at the start of a line
+        assert process.wait(timeout=60) == 0
+    finally:
+        process.kill()
+        os.close(leader)
+
+
+def test_offline_a_name_that_is_no_directory_is_not_looked_up(capfd, monkeypatch, no_loading):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    code, _, err = run_main(capfd, "ask", str(CLIP_PATH), "--model", "someone/vilamp")
+    assert code == 2
+    assert (
+        err == "vilamp: error: no such model directory: someone/vilamp (HF_HUB_OFFLINE is set: the Hub is not asked)\n"
+    )
+
+
+def test_tiny_saves_the_embedded_default_as_a_model_directory(json_run, tmp_path, capfd, monkeypatch):
+    monkeypatch.setattr(cli, "disable_library_progress_bars", lambda: None)  # --json would, for this whole process
+    code, out, _ = run_main(capfd, "tiny", str(tmp_path / "tiny"))
+    assert code == 0
+    assert out == (
+        f"{cli.TINY_NOTE} in {tmp_path / 'tiny'}: give it wherever a model goes "
+        f"(--model {tmp_path / 'tiny'}, from_pretrained).\n"
+    )
+    # Loaded back, it answers as the embedded default does.
+    code, out, err = run_main(
+        capfd, "ask", str(CLIP_PATH), "What is the rabbit doing?", "--model", str(tmp_path / "tiny"), "--json"
+    )
+    assert code == 0, err
+    record, (embedded, _) = json.loads(out), json_run
+    same = ("answer", "keyframes", "frames_sampled", "visual_tokens")
+    assert {key: record[key] for key in same} == {key: embedded[key] for key in same}
 
 
 def test_plot_is_a_png_of_sensible_size(json_run):
@@ -238,12 +375,20 @@ def test_trust_remote_code_runs_the_shipped_code(converted_model, tmp_path):
         (["ask", "--plot", "timeline.jpg"], "--plot writes a PNG"),
         (["ask", "--plot", "no-such-folder/timeline.png"], "--plot no-such-folder/timeline.png: no such directory"),
         (["convert", "--checkpoint", "missing-dir/x/y", "--output", "out"], "--checkpoint"),
+        # A mistyped run directory (`runs/` exists here) or a name written as a path: no Hub lookup, no retries.
+        (["ask", str(CLIP_PATH), "--model", "runs/ft2"], "no such model directory: runs/ft2"),
+        (["ask", str(CLIP_PATH), "--model", "./nonexist"], "no such model directory: ./nonexist"),
+        (["chat", str(CLIP_PATH), "--model", "./nonexist"], "no such model directory: ./nonexist"),
+        (["chat", "missing.mp4"], "no such video file: missing.mp4"),
+        (["tiny", "runs"], "runs already exists and is not an empty directory"),
+        (["tiny", "no-such-folder/tiny"], "no-such-folder/tiny: no such directory no-such-folder"),
     ],
 )
 def test_mistakes_are_one_line_with_exit_code_2_before_any_loading(
     capfd, monkeypatch, no_loading, tmp_path, arguments, message
 ):
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs" / "ft20").mkdir(parents=True)
     code, out, err = run_main(capfd, *arguments)
     assert code == 2 and out == ""
     assert len(err.splitlines()) == 1 and err.startswith(f"vilamp: error: {message}"), err

@@ -51,7 +51,7 @@ def task_docs(tmp_path_factory) -> list[dict]:
     return docs
 
 
-def expected_answers(directory: Path, docs: list[dict], max_frames: int) -> list[str]:
+def expected_answers(directory: Path, docs: list[dict], max_frames: int, num_keyframes: int = 2) -> list[str]:
     """What the released protocol asks the model, answered by calling processor and model directly."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
@@ -62,7 +62,9 @@ def expected_answers(directory: Path, docs: list[dict], max_frames: int) -> list
         text = released_prompt(ParsedPrompt(doc["question"], tuple(doc["options"])))
         messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": text}]}]
         prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
-        inputs = processor(text=prompt, videos=doc["video"], query=doc["question"], max_frames=max_frames)
+        inputs = processor(
+            text=prompt, videos=doc["video"], query=doc["question"], max_frames=max_frames, num_keyframes=num_keyframes
+        )
         with torch.no_grad():
             output = model.generate(**inputs, max_new_tokens=3, do_sample=False)
         answers.append(processor.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True).strip())
@@ -125,6 +127,45 @@ def test_lmms_eval_runs_vilamp_data_parallel_on_two_processes(tmp_path, tiny_dir
     assert responses == expected_answers(tiny_dir, task_docs, max_frames=4)
     accuracy = results["results"]["vilamp_tiny_mc"]["accuracy,none"]
     assert accuracy == pytest.approx(accuracy_of(task_docs, responses))
+
+
+def test_questions_about_one_video_decode_and_encode_it_once(tiny_dir, task_docs, monkeypatch):
+    """
+    Three questions about each of two videos, asked in an interleaved order: each video is decoded and run through
+    the vision tower once, and every answer equals the one a direct call gives for that question alone.
+    """
+    from vilamp.evaluation.lmms_eval_model import Vilamp
+
+    lm = Vilamp(pretrained=str(tiny_dir), max_frames=4, num_keyframes=2, device="cpu")
+    docs = [{**task_docs[video], **question} for question in task_docs_questions() for video in (0, 2)]
+    lm.task_dict = {"mc": {"test": docs}}
+    decoded, tower_frames = [], []
+    process_video = lm.processor.video_processor.process_video
+
+    def counting_decodes(video, *args, **kwargs):
+        if isinstance(video, str):  # a path is decoded; a prepared video is handed back as it is
+            decoded.append(video)
+        return process_video(video, *args, **kwargs)
+
+    monkeypatch.setattr(lm.processor.video_processor, "process_video", counting_decodes)
+    lm.model.model.vision_tower.register_forward_pre_hook(lambda _module, args: tower_frames.append(len(args[0])))
+    gen_kwargs = {"max_new_tokens": 3, "until": ["\n\n"]}
+    requests = [
+        request(
+            ("\n".join([doc["question"], *doc["options"]]), gen_kwargs, lambda d: [d["video"]], doc_id, "mc", "test")
+        )
+        for doc_id, doc in enumerate(docs)
+    ]
+    answers = lm.generate_until(requests)
+    assert sorted(decoded) == sorted({doc["video"] for doc in docs})
+    # Once each, the videos' sampled frames: 3 s at 1 fps, and 5 s capped at max_frames=4.
+    assert sum(tower_frames) == 3 + 4
+    expected = expected_answers(tiny_dir, docs, max_frames=4, num_keyframes=2)
+    assert answers == expected
+
+
+def task_docs_questions() -> list[dict]:
+    return [{"question": question, "options": options, "answer": answer} for question, options, answer in QUESTIONS]
 
 
 def test_entry_point_registers_vilamp():

@@ -111,9 +111,19 @@ def test_resuming_after_a_crash_gives_the_uninterrupted_losses(uninterrupted, da
 
     assert cli.main(train_command(data_file, output)) == 2  # a new run would mix with the crashed one's checkpoints
     assert "already holds checkpoints (checkpoint-2): resume from the last one (--resume)" in capfd.readouterr().err
+    logging.warning_once.cache_clear()  # transformers warns once per process: let any warning of this run show
     assert cli.main(train_command(data_file, output, "--resume")) == 0
+    # --quiet: not even transformers' notice that gradient checkpointing turns the key/value cache off.
+    assert capfd.readouterr().err == ""
     assert json.loads((output / "trainer_state.json").read_text())["global_step"] == 4
     assert logged(output, "loss") == pytest.approx(logged(uninterrupted, "loss"), rel=1e-6, abs=0)
+    assert json.loads((output / "config.json").read_text())["text_config"]["use_cache"] is True
+
+    assert cli.main(train_command(data_file, output, "--resume")) == 2  # a finished run is not trained again
+    assert capfd.readouterr().err == (
+        f"vilamp: error: Nothing to resume: the run in {output} already finished (checkpoint-4, 4 of 4 steps); "
+        "give more --max-steps or --epochs to train on.\n"
+    )
 
 
 @pytest.mark.parametrize(

@@ -98,10 +98,33 @@ def test_command_line_build_and_bad_manifest(tmp_path, inputs, capsys):
     haystacks, manifest = inputs
     argv = ["build", "--haystacks", *map(str, haystacks), "--needles", str(manifest), "--lengths", "12"]
     assert main([*argv, "--depths", "0.5", "--output", str(tmp_path / "out")]) == 0
-    assert "1 cases" in capsys.readouterr().out
+    out, err = capsys.readouterr()
+    assert "1 cases" in out
+    assert "writing cases: 100%" in err and "12/12" in err  # the progress bar, over the frames written
     bad = tmp_path / "bad.json"
     bad.write_text(
         json.dumps([{"clip": "x.mp4", "start": 5, "end": 2, "question": "q", "options": [], "answer": "A"}])
     )
     with pytest.raises(ValueError, match="bad.json: start 5"):
         load_needles(bad)
+
+
+def test_command_line_recall_and_heatmap_say_what_they_found(tmp_path, inputs, capsys):
+    haystacks, manifest = inputs
+    cases = build(haystacks, load_needles(manifest)[:1], [24], [0.0, 1.0], tmp_path / "cases", seed=0)
+    model_dir = tmp_path / "tiny"
+    _, processor = tiny_model_and_processor()
+    processor.save_pretrained(model_dir)
+    argv = ["recall", "--cases", str(tmp_path / "cases" / "cases.jsonl"), "--model", str(model_dir)]
+    assert main([*argv, "--num-keyframes", "24"]) == 0
+    out, err = capsys.readouterr()
+    # Every frame a keyframe: both cases keep all 4 needle frames.
+    assert json.loads(out)["recall"] == 1.0 and len(cases) == 2
+    assert err.strip().splitlines()[-1] == "needle kept in 2 of 2 cases (recall 1.00); 4.00 needle keyframes per case"
+
+    samples = tmp_path / "samples.jsonl"
+    records = [{"accuracy": {"length": 24, "depth": depth, "correct": True}} for depth in (0.0, 1.0, 1.0)]
+    samples.write_text("".join(json.dumps(record) + "\n" for record in records))
+    assert main(["heatmap", "--samples", str(samples), "--output", str(tmp_path / "heat.png")]) == 0
+    assert capsys.readouterr().out == f"wrote {tmp_path / 'heat.png'}: accuracy of 3 samples by 1 lengths x 2 depths\n"
+    assert (tmp_path / "heat.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

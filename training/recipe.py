@@ -10,6 +10,7 @@ in `output_dir` itself, where `AutoModelForImageTextToText` and `AutoProcessor` 
 loss logs are Trainer's.
 """
 
+import json
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import torch
 from transformers import PrinterCallback, TrainingArguments
+from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import get_last_checkpoint
 
 from ..modeling_vilamp import VilampForConditionalGeneration
@@ -147,14 +149,28 @@ def cuda_supports_bf16() -> bool:
     return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
 
 
-def check_output_directory(output_dir: str | os.PathLike, resume: bool) -> str | None:
+def check_output_directory(
+    output_dir: str | os.PathLike, resume: bool, max_steps: int | None = None, epochs: float | None = None
+) -> str | None:
     """
     The last checkpoint in `output_dir` to resume from (`None` when not resuming). Raises `ValueError` when resuming
-    finds no checkpoint, and when a new run would write over an earlier run's checkpoints.
+    finds no checkpoint or a run that already made its `max_steps` (or, for as many `epochs` as it planned, its own
+    plan), and when a new run would write over an earlier run's checkpoints.
     """
     last = get_last_checkpoint(output_dir) if Path(output_dir).is_dir() else None
     if resume and last is None:
         raise ValueError(f"Nothing to resume: {output_dir} holds no checkpoint-N folder.")
+    if resume:
+        state = json.loads((Path(last) / TRAINER_STATE_NAME).read_text())
+        # The steps this run plans: `max_steps` when given, else the checkpoint's own plan for as many epochs.
+        planned = max_steps
+        if planned is None and epochs == state.get("num_train_epochs"):
+            planned = state.get("max_steps")
+        if planned is not None and state["global_step"] >= planned:
+            raise ValueError(
+                f"Nothing to resume: the run in {output_dir} already finished ({Path(last).name}, "
+                f"{state['global_step']} of {planned} steps); give more --max-steps or --epochs to train on."
+            )
     if not resume and last is not None:
         raise ValueError(
             f"{output_dir} already holds checkpoints ({Path(last).name}): resume from the last one (--resume), or "
@@ -176,7 +192,7 @@ def train(
     receives the run's notes (what trains, the precision, where the result went); `show_progress=False` leaves out
     Trainer's progress bar and loss logs.
     """
-    checkpoint = check_output_directory(recipe.output_dir, recipe.resume)
+    checkpoint = check_output_directory(recipe.output_dir, recipe.resume, recipe.max_steps, recipe.epochs)
     sizes = set_trainable_parts(model, recipe.parts)
     log("training: " + ", ".join(f"{part} ({size:,} parameters)" for part, size in sizes.items()))
     arguments = recipe.training_arguments(show_progress)
@@ -194,7 +210,14 @@ def train(
         trainer.remove_callback(PrinterCallback)  # prints the loss logs where no progress bar does
     if checkpoint is not None:
         log(f"resuming from {checkpoint}")
-    trainer.train(resume_from_checkpoint=checkpoint)
+    # Training never reads the key/value cache; left on, transformers warns on every run with gradient checkpointing
+    # that it turns it off. The saved config keeps the model's own setting.
+    text_config = model.config.get_text_config()
+    use_cache, text_config.use_cache = text_config.use_cache, False
+    try:
+        trainer.train(resume_from_checkpoint=checkpoint)
+    finally:
+        text_config.use_cache = use_cache
     trainer.save_model()
     trainer.save_state()
     log(f"saved the model and processor in {recipe.output_dir}")

@@ -1,14 +1,18 @@
 """
 The `vilamp` command.
 
-    vilamp ask [VIDEO] [QUESTION] [--model PATH_OR_HUB_ID] [--plot keyframes.png] [--json] ...
+    vilamp ask [VIDEO] [QUESTION ...] [--model PATH_OR_HUB_ID] [--plot keyframes.png] [--json] ...
+    vilamp chat [VIDEO] [--model PATH_OR_HUB_ID] ...
+    vilamp tiny DIR
     vilamp convert --checkpoint SRC --output DIR [...]
     vilamp train --data FILE --output DIR [--model PATH_OR_HUB_ID] [--video-folder DIR] [--parts ...] [...]
 
-`ask` answers a question about a video and shows what ViLAMP did with it: the keyframes it kept (with timestamps),
-the frames it sampled, and the visual tokens spent against uniform encoding. Without `--model` it runs on the
+`ask` answers questions about a video and shows what ViLAMP did with each: the keyframes it kept (with timestamps),
+the frames it sampled, and the visual tokens spent against uniform encoding. The video is decoded and encoded once
+for all the questions, as in `chat`, an interactive session about one video. Without `--model` it runs on the
 embedded default, a tiny random-weight model built on the spot (its answers are noise), and the bundled clip.
-`train` fine-tunes with the released recipe's settings (docs/training.md); without `--model`, the embedded default.
+`tiny` saves the embedded default as a model directory, to try everything else with. `train` fine-tunes with the
+released recipe's settings (docs/training.md); without `--model`, the embedded default.
 """
 
 import argparse
@@ -16,6 +20,7 @@ import contextlib
 import json
 import os
 import sys
+import time
 import traceback
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -26,6 +31,7 @@ from .loading import (
     check_model_source,
     first_line,
     load_model_and_processor,
+    model_inputs,
     resolve_device,
 )
 
@@ -35,6 +41,9 @@ from .loading import (
 DEFAULT_QUESTION = "What happens in this video?"
 DTYPES = ("auto", *DTYPE_NAMES)
 EMBEDDED_DEFAULT_NOTE = "NOTE: embedded default = tiny random-weight model; the answer below is noise."
+TINY_NOTE = "the embedded default (a tiny random-weight ViLAMP keeping 2 keyframes; its answers are noise)"
+CHAT_PROMPT = "question> "
+CHAT_HELP = "Each question is answered on its own, about the whole video. Type exit or press Ctrl-D to leave."
 EMBEDDED_TRAINING_NOTE = "NOTE: no --model: training the embedded default, a tiny random-weight model."
 
 
@@ -97,7 +106,7 @@ def encoding_progress(model, frames_encoded: int, enabled: bool) -> Iterator[Non
     """A progress bar over the frames that pass through the vision tower, fed by a hook on it."""
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=frames_encoded, desc="encoding frames", unit="frame", disable=not enabled)
+    bar = tqdm(total=frames_encoded, desc="encoding frames", unit="frame", disable=not enabled or not frames_encoded)
 
     def count_frames(_module, args) -> None:
         # Returns None on purpose: whatever a forward pre-hook returns replaces the module's inputs (and
@@ -112,44 +121,56 @@ def encoding_progress(model, frames_encoded: int, enabled: bool) -> Iterator[Non
         bar.close()
 
 
+def prepare_video(processor, video: str, max_frames: int | None, show_progress: bool, show_decoder_logs: bool):
+    """
+    The video-only step, once for all questions: sampling, decoding and the frame scorer's embeddings. The video
+    decoder's own log lines reach stderr only with `show_decoder_logs`; otherwise one error line names a bad file.
+    """
+    # Left out, max_frames keeps the processor's own setting (None would mean "no cap").
+    options = {"max_frames": max_frames} if max_frames is not None else {}
+    with native_stderr_silenced(enabled=not show_decoder_logs):
+        try:
+            return processor.prepare_video(video, show_progress=show_progress, **options)
+        except (OSError, ValueError) as error:
+            message = first_line(error)
+            raise CliError(message if video in message else f"cannot decode video {video}: {message}") from error
+
+
 def ask(
     model,
     processor,
-    video: str,
+    prepared,
     question: str,
-    max_frames: int | None = None,
     num_keyframes: int | None = None,
     max_new_tokens: int = 64,
+    video_cache=None,
     show_progress: bool = True,
-    show_decoder_logs: bool = False,
+    streamer=None,
 ):
     """
-    Runs one question through processor and model; returns the answer text and the processor's output. The video
-    decoder's own log lines reach stderr only with `show_decoder_logs`; otherwise one error line names a bad file.
+    Runs one question about a prepared video through processor and model; returns the answer text and the
+    processor's output. `video_cache` (a `VilampVideoCache`) keeps the tower's work for the next question.
     """
-    messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": question}]}]
-    prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
-    # Options left out keep the processor's own settings (for max_frames, None would mean "no cap").
-    options = {"max_frames": max_frames, "num_keyframes": num_keyframes}
-    with native_stderr_silenced(enabled=not show_decoder_logs):
-        try:
-            inputs = processor(
-                text=prompt,
-                videos=video,
-                show_progress=show_progress,
-                return_metadata=True,
-                **{name: value for name, value in options.items() if value is not None},
-            )
-        except (OSError, ValueError) as error:  # the question was checked: what fails here is reading the video
-            message = first_line(error)
-            raise CliError(message if video in message else f"cannot decode video {video}: {message}") from error
-    # What the tower encodes: every sampled frame, and first the frames that others are compared against.
-    frames_encoded = sum(model.model.vision_chunk_sizes(inputs["keyframe_mask"], inputs["video_frame_counts"]))
     import torch
 
-    model_inputs = {name: value for name, value in inputs.to(model.device).items() if name != "video_metadata"}
+    messages = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": question}]}]
+    prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
+    options = {"num_keyframes": num_keyframes} if num_keyframes is not None else {}
+    inputs = processor(text=prompt, videos=prepared, return_metadata=True, **options)
+    # What the tower encodes: nothing for a video already in the cache.
+    frames_encoded = sum(
+        model.model.vision_chunk_sizes(
+            inputs["keyframe_mask"], inputs["video_frame_counts"], inputs["video_keys"], video_cache
+        )
+    )
     with torch.no_grad(), encoding_progress(model, frames_encoded, enabled=show_progress):
-        output = model.generate(**model_inputs, max_new_tokens=max_new_tokens, do_sample=False)
+        output = model.generate(
+            **model_inputs(inputs, model.device),
+            video_cache=video_cache,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            streamer=streamer,
+        )
     answer = processor.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
     return answer.strip(), inputs
 
@@ -161,6 +182,7 @@ def summarize(processor, inputs, answer: str, video: str, question: str, model_i
     num_frames = int(inputs["video_frame_counts"][0])
     keyframes = inputs["keyframe_mask"].nonzero()[:, 0].tolist()
     timestamps = inputs["video_metadata"][0].timestamps
+    frames_indices = inputs["video_metadata"][0].frames_indices
     return {
         "answer": answer,
         "model": model_id,
@@ -172,8 +194,14 @@ def summarize(processor, inputs, answer: str, video: str, question: str, model_i
         "seconds_between_frames": (
             round((timestamps[num_frames - 1] - timestamps[0]) / (num_frames - 1), 3) if num_frames > 1 else None
         ),
+        # `sample`: the keyframe's place among the sampled frames; `video_frame`: its frame number in the video.
         "keyframes": [
-            {"frame": index, "seconds": round(timestamps[index], 3), "timestamp": format_timestamp(timestamps[index])}
+            {
+                "sample": index,
+                "video_frame": frames_indices[index],
+                "seconds": round(timestamps[index], 3),
+                "timestamp": format_timestamp(timestamps[index]),
+            }
             for index in keyframes
         ],
         "visual_tokens": processor.num_visual_tokens(num_frames, len(keyframes)),
@@ -191,12 +219,15 @@ def sampling_rate_note(seconds_between_frames: float | None) -> str:
     return f" (about 1 every {seconds_between_frames:.3g} s)"
 
 
-def print_summary(record: dict) -> None:
-    if record["embedded_default"]:
-        print(EMBEDDED_DEFAULT_NOTE)
+def print_summary(record: dict, heading: str | None = None) -> None:
+    if heading is not None:
+        print(heading)
     print(f"answer: {record['answer']}")
     for number, keyframe in enumerate(record["keyframes"], start=1):
-        print(f"keyframe {number:3d}: frame {keyframe['frame']:6d} at {keyframe['timestamp']}")
+        print(
+            f"keyframe {number:3d}: video frame {keyframe['video_frame']:6d} at {keyframe['timestamp']} "
+            f"(sample {keyframe['sample']})"
+        )
     print(f"frames sampled: {record['frames_sampled']}{sampling_rate_note(record['seconds_between_frames'])}")
     saving = record["uniform_tokens"] / record["visual_tokens"]
     print(
@@ -207,7 +238,16 @@ def print_summary(record: dict) -> None:
         print(f"keyframe timeline: {record['plot']}")
 
 
-def run_ask(args: argparse.Namespace) -> int:
+def plot_paths(plot: str | None, num_questions: int) -> list[str | None]:
+    """Where each question's keyframe picture goes: `--plot` itself for one question, numbered beside it for more."""
+    if plot is None or num_questions == 1:
+        return [plot] * num_questions
+    path = Path(plot)
+    return [str(path.with_name(f"{path.stem}-{number}{path.suffix}")) for number in range(1, num_questions + 1)]
+
+
+def check_video_argument(args: argparse.Namespace) -> None:
+    """`ask` and `chat`'s VIDEO: the bundled clip for the embedded default, an existing file or a URL otherwise."""
     if args.model is None and args.video is None:
         from .tiny import BUNDLED_CLIP
 
@@ -215,35 +255,128 @@ def run_ask(args: argparse.Namespace) -> int:
     if args.video is None:
         raise CliError("VIDEO is required with --model (the bundled clip is only the embedded default's).")
     check_video_file(args.video)
-    check_question(args.question)
+
+
+def load_for_answering(args: argparse.Namespace, show_progress: bool):
+    """`ask` and `chat`'s model and processor, once `--model` names something loadable."""
     if args.model:
         check_model_source(args.model)
+    if not show_progress:
+        disable_library_progress_bars()
+    return load_model_and_processor(
+        args.model, resolve_device(args.device), args.dtype, trust_remote_code=args.trust_remote_code
+    )
+
+
+def run_ask(args: argparse.Namespace) -> int:
+    check_video_argument(args)
+    questions = args.questions or [DEFAULT_QUESTION]
+    for question in questions:
+        check_question(question)
     if args.plot:
         check_plot_path(args.plot)
     show_progress = not (args.quiet or args.json)
-    if not show_progress:
+    model, processor = load_for_answering(args, show_progress)
+    from .modeling_vilamp import VilampVideoCache
+
+    video_cache = VilampVideoCache(max_bytes=int(args.cache_gib * 2**30))
+    start = time.perf_counter()
+    prepared = prepare_video(processor, args.video, args.max_frames, show_progress, show_decoder_logs=args.debug)
+    for number, (question, plot) in enumerate(
+        zip(questions, plot_paths(args.plot, len(questions)), strict=True), start=1
+    ):
+        answer, inputs = ask(
+            model, processor, prepared, question, args.keyframes, args.max_new_tokens, video_cache, show_progress
+        )
+        record = summarize(processor, inputs, answer, args.video, question, args.model)
+        if plot:
+            record["plot"] = str(processor.plot_keyframes(inputs, plot, question=question))
+        # Each question's wall time; the first one's includes the video-only work.
+        record["seconds"] = round(time.perf_counter() - start, 3)
+        if args.json:
+            print(json.dumps(record), flush=True)
+        else:
+            if number == 1 and args.model is None:
+                print(EMBEDDED_DEFAULT_NOTE)
+            if number > 1:
+                print()
+            print_summary(record, heading=f"question {number}: {question}" if len(questions) > 1 else None)
+        start = time.perf_counter()
+    return 0
+
+
+def run_chat(args: argparse.Namespace) -> int:
+    """An interactive session about one video: prepared and encoded once, then every question reuses it."""
+    check_video_argument(args)
+    show_progress = not args.quiet
+    model, processor = load_for_answering(args, show_progress)
+    import torch
+    from transformers import TextStreamer
+
+    from .modeling_vilamp import VilampVideoCache
+    from .processing.keyframe_plot import format_timestamp
+
+    video_cache = VilampVideoCache(max_bytes=int(args.cache_gib * 2**30))
+    prepared = prepare_video(processor, args.video, args.max_frames, show_progress, show_decoder_logs=args.debug)
+    pixel_values = processor.video_processor.to_pixel_values(prepared.frames)
+    with torch.no_grad(), encoding_progress(model, len(prepared.frames), enabled=show_progress):
+        model.model.cache_videos(pixel_values, [prepared.key], video_cache)
+    try:
+        import readline  # noqa: F401  (line editing and history for input())
+    except ImportError:  # not on every platform; input() still works
+        pass
+    if args.model is None:
+        print(EMBEDDED_DEFAULT_NOTE)
+    duration = format_timestamp(prepared.metadata.duration)
+    print(f"{args.video}: {len(prepared.frames)} frames sampled over {duration}. {CHAT_HELP}")
+    while True:
+        try:
+            question = input(CHAT_PROMPT).strip()
+        except EOFError:  # Ctrl-D
+            print()
+            return 0
+        except KeyboardInterrupt:  # Ctrl-C at the prompt drops the line, not the session
+            print()
+            continue
+        if question.lower() in ("exit", "quit"):
+            return 0
+        if not question:
+            continue
+        start = time.perf_counter()
+        print("answer: ", end="", flush=True)
+        streamer = TextStreamer(processor.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        try:
+            _, inputs = ask(
+                model, processor, prepared, question, args.keyframes, args.max_new_tokens, video_cache, False, streamer
+            )
+        except KeyboardInterrupt:
+            print("\n(answer interrupted)")
+            continue
+        keyframes = inputs["keyframe_mask"].nonzero()[:, 0].tolist()
+        timestamps = inputs["video_metadata"][0].timestamps
+        print(
+            f"(keyframes at {', '.join(format_timestamp(timestamps[index]) for index in keyframes)}; "
+            f"{processor.num_visual_tokens(len(prepared.frames), len(keyframes)):,} visual tokens; "
+            f"{time.perf_counter() - start:.1f} s)"
+        )
+
+
+def run_tiny(args: argparse.Namespace) -> int:
+    """Saves the embedded default as a model directory, to try the Python API, training and evaluation without one."""
+    output = Path(args.output)
+    if output.exists() and (not output.is_dir() or any(output.iterdir())):
+        raise CliError(f"{args.output} already exists and is not an empty directory: give a new one.")
+    if not output.parent.is_dir():
+        raise CliError(f"{args.output}: no such directory {output.parent}")
+    if args.quiet:
         disable_library_progress_bars()
-    model, processor = load_model_and_processor(
-        args.model, resolve_device(args.device), args.dtype, trust_remote_code=args.trust_remote_code
-    )
-    answer, inputs = ask(
-        model,
-        processor,
-        args.video,
-        args.question,
-        args.max_frames,
-        args.keyframes,
-        args.max_new_tokens,
-        show_progress=show_progress,
-        show_decoder_logs=args.debug,
-    )
-    record = summarize(processor, inputs, answer, args.video, args.question, args.model)
-    if args.plot:
-        record["plot"] = str(processor.plot_keyframes(inputs, args.plot, question=args.question))
-    if args.json:
-        print(json.dumps(record, indent=2))
-    else:
-        print_summary(record)
+    from .tiny import tiny_model_and_processor
+
+    model, processor = tiny_model_and_processor()
+    model.save_pretrained(output)
+    processor.save_pretrained(output)
+    if not args.quiet:
+        print(f"{TINY_NOTE} in {args.output}: give it wherever a model goes (--model {args.output}, from_pretrained).")
     return 0
 
 
@@ -305,7 +438,7 @@ def run_train(args: argparse.Namespace) -> int:
         recipe = TrainingRecipe(
             args.data, args.output, **{name: value for name, value in settings.items() if value is not None}
         )
-        check_output_directory(recipe.output_dir, recipe.resume)
+        check_output_directory(recipe.output_dir, recipe.resume, recipe.max_steps, recipe.epochs)
     except ValueError as error:
         raise CliError(str(error)) from error
     if args.model is None:
@@ -400,28 +533,56 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--quiet", action="store_true", help="no progress bars or progress messages")
     common.add_argument("--debug", action="store_true", help="show the full traceback on errors")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{ask,convert,train}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{ask,chat,tiny,convert,train}")
 
-    ask_parser = commands.add_parser("ask", parents=[common], help="answer a question about a video")
-    ask_parser.add_argument(
+    answering = argparse.ArgumentParser(add_help=False, parents=[common])
+    answering.add_argument(
         "video", nargs="?", help="video file or http(s) URL (default: the bundled clip, embedded default only)"
     )
-    ask_parser.add_argument("question", nargs="?", default=DEFAULT_QUESTION, help=f"default: {DEFAULT_QUESTION!r}")
-    ask_parser.add_argument("--model", help="converted ViLAMP: a directory or Hub id (default: embedded tiny model)")
-    ask_parser.add_argument(
+    answering.add_argument("--model", help="converted ViLAMP: a directory or Hub id (default: embedded tiny model)")
+    answering.add_argument(
         "--trust-remote-code",
         action="store_true",
         help="run the Python code that the --model directory or repository ships (only for sources you trust; "
         "this project's own classes need none)",
     )
-    ask_parser.add_argument("--max-frames", type=positive_int, help="cap on sampled frames (processor default: 600)")
-    ask_parser.add_argument("--keyframes", type=positive_int, help="K, the keyframes kept (processor default: 32)")
-    ask_parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    ask_parser.add_argument("--dtype", choices=DTYPES, default="auto", help="model dtype (default: as saved)")
-    ask_parser.add_argument("--max-new-tokens", type=positive_int, default=64)
-    ask_parser.add_argument("--plot", metavar="PNG", help="write the keyframe timeline picture here")
-    ask_parser.add_argument("--json", action="store_true", help="print one JSON record instead of text")
+    answering.add_argument("--max-frames", type=positive_int, help="cap on sampled frames (processor default: 600)")
+    answering.add_argument("--keyframes", type=positive_int, help="K, the keyframes kept (processor default: 32)")
+    answering.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    answering.add_argument("--dtype", choices=DTYPES, default="auto", help="model dtype (default: as saved)")
+    answering.add_argument("--max-new-tokens", type=positive_int, default=64)
+    answering.add_argument(
+        "--cache-gib",
+        type=positive_float,
+        default=8.0,
+        help="memory for the video features kept between questions (default: 8; see docs/usage.md)",
+    )
+
+    ask_parser = commands.add_parser("ask", parents=[answering], help="answer questions about a video")
+    ask_parser.add_argument(
+        "questions",
+        nargs="*",
+        metavar="QUESTION",
+        help=f"one or more questions, answered in turn about the same video (default: {DEFAULT_QUESTION!r})",
+    )
+    ask_parser.add_argument(
+        "--plot",
+        metavar="PNG",
+        help="write the keyframe timeline picture here (NAME-1.png, ... for several questions)",
+    )
+    ask_parser.add_argument(
+        "--json", action="store_true", help="print one JSON record per question, one per line, instead of text"
+    )
     ask_parser.set_defaults(handler=run_ask)
+
+    chat_parser = commands.add_parser("chat", parents=[answering], help="ask about a video interactively")
+    chat_parser.set_defaults(handler=run_chat)
+
+    tiny_parser = commands.add_parser(
+        "tiny", parents=[common], help="save the embedded default, a tiny random-weight model, to try things with"
+    )
+    tiny_parser.add_argument("output", metavar="DIR", help="a new directory for the model and its processor")
+    tiny_parser.set_defaults(handler=run_tiny)
 
     convert_parser = commands.add_parser(
         "convert", parents=[common], help="convert the original checkpoint (see docs/conversion.md)"

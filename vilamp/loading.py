@@ -48,6 +48,7 @@ def load_model_and_processor(model_id: str | None, device, dtype: str, trust_rem
 
 def load_pretrained(model_id: str, dtype: str, trust_remote_code: bool):
     """The model and processor saved at `model_id`; a one-line `ModelLoadError` naming it when they cannot load."""
+    from huggingface_hub.errors import StrictDataclassError
     from safetensors import SafetensorError
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
@@ -59,7 +60,8 @@ def load_pretrained(model_id: str, dtype: str, trust_remote_code: bool):
         )
         processor = processor_class.from_pretrained(model_id)
         model = model_class.from_pretrained(model_id, dtype=dtype)
-    except (OSError, ValueError, KeyError, SafetensorError) as error:  # safetensors: a damaged weights file
+    # safetensors: a damaged weights file; strict dataclasses: a config field of the wrong type.
+    except (OSError, ValueError, KeyError, SafetensorError, StrictDataclassError) as error:
         raise ModelLoadError(f"cannot load model {model_id}: {first_line(error)}") from error
     return model, processor
 
@@ -84,11 +86,31 @@ def shipped_classes(model_id: str) -> tuple[type, type]:
 
 
 def check_model_source(model_id: str) -> None:
-    """Fails in one line naming `model_id` unless it is a ViLAMP model directory or could be a Hub id."""
+    """
+    Fails in one line naming `model_id` unless it is a ViLAMP model directory or could be a Hub id: a name that
+    looks like a path, or any name while the Hub is switched off (`HF_HUB_OFFLINE`), must be a local directory, so
+    that a mistyped directory is answered at once instead of after the Hub client's retries.
+    """
     if Path(model_id).is_dir():
         check_model_directory(model_id)
     elif not HUB_ID.fullmatch(model_id):
         raise ModelLoadError(f"no such model directory, and not a Hub id: {model_id}")
+    elif looks_like_a_path(model_id):
+        raise ModelLoadError(f"no such model directory: {model_id}")
+    elif hub_offline():
+        raise ModelLoadError(f"no such model directory: {model_id} (HF_HUB_OFFLINE is set: the Hub is not asked)")
+
+
+def looks_like_a_path(model_id: str) -> bool:
+    """A name that the Hub id pattern allows but reads as a path: `./run`, `~run`, or `runs/ft2` beside `runs/`."""
+    first, _, rest = model_id.partition("/")
+    return model_id.startswith((".", "~")) or bool(rest) and Path(first).is_dir()
+
+
+def hub_offline() -> bool:
+    from huggingface_hub import constants
+
+    return constants.HF_HUB_OFFLINE
 
 
 def check_model_directory(directory: str) -> None:
@@ -111,3 +133,18 @@ def first_line(error: Exception) -> str:
     """The first line of an exception's message, or its type's name when it has none."""
     message = str(error).strip()
     return message.splitlines()[0] if message else type(error).__name__
+
+
+def model_inputs(inputs, device) -> dict:
+    """
+    The processor's outputs as the model takes them, on `device`: every tensor but the frames, which stay in host
+    memory (the model moves a chunk at a time, and none for a video in its `VilampVideoCache`); `video_keys` as they
+    are; `video_metadata`, which is for people, left out.
+    """
+    import torch
+
+    return {
+        name: value if name == "pixel_values_videos" or not isinstance(value, torch.Tensor) else value.to(device)
+        for name, value in inputs.items()
+        if name != "video_metadata"
+    }
