@@ -47,6 +47,11 @@ def standins(tmp_path_factory) -> dict[str, str]:
         "--frames 64,256,1024 --repeats 1": "--frames 2,4 --repeats 1",
         "--frames 300,1000,3000 --sizes 640x360,1280x720 --repeats 3": "--frames 3 --sizes 64x36 --repeats 1",
         "--frames 1000,10000 --repeats 1": "--frames 30 --repeats 1",
+        # Results written here, not over the repository's.
+        "--seconds 300 --questions 5 --repeats 3": "--seconds 2 --questions 2 --repeats 1 --output mq.json",
+        "--videos 3 --questions-per-video 3 --seconds 300 --repeats 3": (
+            "--videos 1 --questions-per-video 2 --seconds 2 --repeats 1 --output reuse.json"
+        ),
     }
 
 
