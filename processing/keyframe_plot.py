@@ -32,6 +32,7 @@ def plot_keyframes(
     keyframe_indices: Sequence[int] | torch.Tensor,
     keyframe_images: np.ndarray | torch.Tensor,
     question: str | None = None,
+    aspect_ratio: float | None = None,
 ) -> Path:
     """
     Draws the keyframe timeline and writes it as a PNG.
@@ -43,6 +44,8 @@ def plot_keyframes(
         keyframe_indices: `(K,)` indices of the keyframes among the sampled frames.
         keyframe_images: `(K, 3, H, W)` uint8 keyframes, in the order of `keyframe_indices`.
         question: shown as the title.
+        aspect_ratio: width / height of the video as it plays: the thumbnails are drawn at it, not as the tower's
+            square frames. Square when not given.
 
     Returns:
         The path written.
@@ -66,8 +69,10 @@ def plot_keyframes(
 
     rows = max(1, math.ceil(len(indices) / THUMBNAILS_PER_ROW))
     columns = THUMBNAILS_PER_ROW if len(indices) > THUMBNAILS_PER_ROW else max(len(indices), 1)
-    figure = plt.figure(figsize=(12, 3.2 + 1.7 * rows), dpi=100, layout="constrained")
-    grid = figure.add_gridspec(1 + rows, columns, height_ratios=[3.2] + [1.7] * rows)
+    # A thumbnail is 1/8 of the 12-inch width; its row is as tall as the picture at the video's shape, plus a title.
+    row_height = min(1.7, 12 / THUMBNAILS_PER_ROW / (aspect_ratio or 1.0) + 0.35)
+    figure = plt.figure(figsize=(12, 3.2 + row_height * rows), dpi=100, layout="constrained")
+    grid = figure.add_gridspec(1 + rows, columns, height_ratios=[3.2] + [row_height] * rows)
     timeline = figure.add_subplot(grid[0, :])
     timeline.plot(timestamps, relevance, color="0.55", linewidth=1, label="relevance to the question")
     timeline.scatter(timestamps[indices], relevance[indices], color="tab:red", zorder=3, s=24, label="keyframes")
@@ -77,11 +82,13 @@ def plot_keyframes(
             str(number + 1),
             (timestamps[index], relevance[index]),
             textcoords="offset points",
-            xytext=(0, 5),
+            # Three heights in turn: neighbouring keyframes' numbers (32 of them on a long video) do not overlap.
+            xytext=(0, 5 + 9 * (number % 3)),
             ha="center",
             fontsize=7,
             color="tab:red",
         )
+    timeline.margins(y=0.15)  # room above the highest keyframe for its number
     timeline.set_xlabel("time in the video")
     timeline.set_ylabel("CLIP similarity to the question")
     ticks = timeline.get_xticks()
@@ -93,7 +100,10 @@ def plot_keyframes(
 
     for number, (index, image) in enumerate(zip(indices, images, strict=True)):
         axis = figure.add_subplot(grid[1 + number // columns, number % columns])
-        axis.imshow(np.transpose(image, (1, 2, 0)))
+        height, width = image.shape[1:]
+        # imshow's `aspect` is a pixel's height over its width: the frame is shown at the video's own shape.
+        shape = 1.0 if aspect_ratio is None else width / (height * aspect_ratio)
+        axis.imshow(np.transpose(image, (1, 2, 0)), aspect=shape, interpolation="lanczos")
         axis.set_title(f"{number + 1}: {format_timestamp(timestamps[index])}", fontsize=8)
         axis.axis("off")
     path = Path(path)

@@ -383,13 +383,15 @@ class VilampProcessor(ProcessorMixin):
         start = sum(counts[:video_index])
         frames = slice(start, start + counts[video_index])
         indices = inputs["keyframe_mask"][frames].nonzero()[:, 0]
+        metadata = inputs["video_metadata"][video_index]
         return plot_keyframes(
             path,
-            inputs["video_metadata"][video_index].timestamps,
+            metadata.timestamps,
             inputs["frame_relevance"][frames],
             indices,
             inputs["pixel_values_videos"][frames][indices],
             question=question,
+            aspect_ratio=metadata.width / metadata.height if metadata.width and metadata.height else None,
         )
 
     def to_dict(self) -> dict:

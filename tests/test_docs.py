@@ -49,9 +49,6 @@ def standins(tmp_path_factory) -> dict[str, str]:
         "--frames 1000,10000 --repeats 1": "--frames 30 --repeats 1",
         # Results written here, not over the repository's.
         "--seconds 300 --questions 5 --repeats 3": "--seconds 2 --questions 2 --repeats 1 --output mq.json",
-        "--videos 3 --questions-per-video 3 --seconds 300 --repeats 3": (
-            "--videos 1 --questions-per-video 2 --seconds 2 --repeats 1 --output reuse.json"
-        ),
     }
 
 

@@ -42,3 +42,18 @@ def test_plot_keyframes_checks_its_inputs(tmp_path):
         plot_keyframes(tmp_path / "a.png", [0.0, 1.0, 2.0], [0.1, 0.2, 0.3], [0], images)
     with pytest.raises(ValueError, match="keyframe_indices must lie in"):
         plot_keyframes(tmp_path / "a.png", [0.0, 1.0, 2.0], [0.1, 0.2, 0.3], [0, 3], images)
+
+
+def test_thumbnails_keep_the_videos_shape(tmp_path):
+    # 9 keyframes, two rows of thumbnails: a 16:9 video's rows are shorter than a square video's.
+    images = np.random.default_rng(1).integers(0, 256, (9, 3, 16, 16), dtype=np.uint8)
+    heights = {}
+    for name, aspect_ratio in (("square", None), ("wide", 16 / 9)):
+        path = plot_keyframes(
+            tmp_path / f"{name}.png", np.arange(12.0), np.linspace(0, 1, 12), np.arange(9), images,
+            aspect_ratio=aspect_ratio,
+        )  # fmt: skip
+        with Image.open(path) as image:
+            heights[name] = image.size[1]
+    # Rows of 1.7 in against 12 / 8 / (16 / 9) + 0.35 = 1.19 in, at 100 dpi.
+    assert heights["square"] - heights["wide"] == pytest.approx(2 * (1.7 - (1.5 * 9 / 16 + 0.35)) * 100, abs=2)

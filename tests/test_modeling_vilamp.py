@@ -576,6 +576,20 @@ def test_assisted_decoding_equals_greedy(two_real_videos):
     assert torch.equal(assisted, greedy)
 
 
+def test_sampling_with_a_video_follows_the_seed(two_real_videos):
+    _, singles = two_real_videos
+    model = tiny_model(seed=36)
+    sampled = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        sampled.append(
+            model.generate(**singles[0], do_sample=True, temperature=2.0, top_k=0, max_new_tokens=8, pad_token_id=0)
+        )
+    greedy = model.generate(**singles[0], do_sample=False, max_new_tokens=8, pad_token_id=0)
+    assert torch.equal(sampled[0], sampled[1])
+    assert sampled[0].shape == greedy.shape and not torch.equal(sampled[0], greedy)
+
+
 def test_video_with_inputs_embeds_equals_video_with_input_ids(two_real_videos):
     _, singles = two_real_videos
     model = tiny_model(seed=34)

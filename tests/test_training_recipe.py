@@ -94,6 +94,15 @@ def test_run_follows_the_recipe_and_saves_a_model_that_loads_back(uninterrupted)
     assert {name for name in parts if parts[name] == "projector"} <= changed
 
 
+def test_a_finished_run_answers_through_vilamp_ask(uninterrupted, capfd):
+    code = cli.main(["ask", str(BUNDLED_CLIP), "What does the rabbit do?", "--model", str(uninterrupted), "--json"])
+    out, err = capfd.readouterr()
+    assert code == 0, err
+    record = json.loads(out)
+    assert record["model"] == str(uninterrupted) and len(record["keyframes"]) == 2
+    assert isinstance(record["answer"], str)
+
+
 def test_resuming_after_a_crash_gives_the_uninterrupted_losses(uninterrupted, data_file, tmp_path, monkeypatch, capfd):
     output = tmp_path / "crashed"
     step = VilampTrainer.training_step
