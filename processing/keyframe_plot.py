@@ -33,6 +33,7 @@ def plot_keyframes(
     keyframe_images: np.ndarray | torch.Tensor,
     question: str | None = None,
     aspect_ratio: float | None = None,
+    gap_filled: Sequence[bool] | None = None,
 ) -> Path:
     """
     Draws the keyframe timeline and writes it as a PNG.
@@ -46,6 +47,8 @@ def plot_keyframes(
         question: shown as the title.
         aspect_ratio: width / height of the video as it plays: the thumbnails are drawn at it, not as the tower's
             square frames. Square when not given.
+        gap_filled: `(K,)` whether each keyframe filled a gap (drawn hollow) rather than being chosen for its
+            relevance: such a keyframe may sit in a trough of relevance while higher peaks are skipped.
 
     Returns:
         The path written.
@@ -75,7 +78,23 @@ def plot_keyframes(
     grid = figure.add_gridspec(1 + rows, columns, height_ratios=[3.2] + [row_height] * rows)
     timeline = figure.add_subplot(grid[0, :])
     timeline.plot(timestamps, relevance, color="0.55", linewidth=1, label="relevance to the question")
-    timeline.scatter(timestamps[indices], relevance[indices], color="tab:red", zorder=3, s=24, label="keyframes")
+    filled = np.zeros(len(indices), dtype=bool) if gap_filled is None else np.asarray(gap_filled, dtype=bool)
+    if filled.shape != indices.shape:
+        raise ValueError(f"gap_filled {filled.shape} must hold one flag per keyframe, {indices.shape}.")
+    chosen = indices[~filled]
+    timeline.scatter(
+        timestamps[chosen], relevance[chosen], color="tab:red", zorder=3, s=24, label="keyframes chosen for relevance"
+    )
+    if filled.any():
+        timeline.scatter(
+            timestamps[indices[filled]],
+            relevance[indices[filled]],
+            facecolors="white",
+            edgecolors="tab:red",
+            zorder=3,
+            s=24,
+            label="keyframes filling gaps between them",
+        )
     for number, index in enumerate(indices):
         timeline.axvline(timestamps[index], color="tab:red", alpha=0.15, linewidth=1)
         timeline.annotate(
@@ -98,13 +117,13 @@ def plot_keyframes(
     title = f"{len(indices)} keyframes among {len(timestamps)} sampled frames"
     timeline.set_title(f"{question}\n{title}" if question else title, fontsize=10)
 
-    for number, (index, image) in enumerate(zip(indices, images, strict=True)):
+    for number, (index, image, gap) in enumerate(zip(indices, images, filled, strict=True)):
         axis = figure.add_subplot(grid[1 + number // columns, number % columns])
         height, width = image.shape[1:]
         # imshow's `aspect` is a pixel's height over its width: the frame is shown at the video's own shape.
         shape = 1.0 if aspect_ratio is None else width / (height * aspect_ratio)
         axis.imshow(np.transpose(image, (1, 2, 0)), aspect=shape, interpolation="lanczos")
-        axis.set_title(f"{number + 1}: {format_timestamp(timestamps[index])}", fontsize=8)
+        axis.set_title(f"{number + 1}: {format_timestamp(timestamps[index])}{' (gap)' if gap else ''}", fontsize=8)
         axis.axis("off")
     path = Path(path)
     figure.savefig(path, format="png")

@@ -23,6 +23,7 @@ VilampProcessor: (video, question) -> model inputs, in two steps with a seam bet
    (`replace_video_token`). Feature merging happens in the model.
 """
 
+import dataclasses
 import os
 import re
 from collections.abc import Sequence
@@ -39,6 +40,7 @@ from .keyframes import check_num_keyframes, frame_relevance, select_keyframes
 from .video_decoding import VideoInput
 from .video_processing_vilamp import (
     PreparedVideo,
+    VilampVideoMetadata,
     VilampVideoProcessor,
     VilampVideoProcessorKwargs,
     make_metadata_list,
@@ -306,7 +308,12 @@ class VilampProcessor(ProcessorMixin):
             "video_frame_counts": torch.tensor([len(video.frames) for video in prepared]),
             "frame_relevance": torch.cat(relevance),
             "video_keys": [video.key for video in prepared],
-            "video_metadata": [video.metadata for video in prepared],
+            "video_metadata": [
+                self.question_metadata(video, query_embed, num_keyframes)
+                for video, query_embed in zip(prepared, query_embeds, strict=True)
+            ]
+            if kwargs.get("return_metadata")
+            else [video.metadata for video in prepared],
         }
         replacements = [self.replace_video_token(data, index) for index in range(len(prepared))]
         return data, replacements
@@ -321,6 +328,20 @@ class VilampProcessor(ProcessorMixin):
             self.keyframe_relevance_threshold,
             fill_remaining=self.fill_keyframe_gaps,
         )
+
+    def question_metadata(
+        self, video: PreparedVideo, query_embed: torch.Tensor, num_keyframes: int
+    ) -> VilampVideoMetadata:
+        """A copy of the video's metadata that also names the keyframes the question's relevance chose."""
+        by_relevance = select_keyframes(
+            video.frame_embeds,
+            query_embed,
+            num_keyframes,
+            self.keyframe_similarity_threshold,
+            self.keyframe_relevance_threshold,
+            fill_remaining=False,
+        )
+        return dataclasses.replace(video.metadata, relevance_keyframes=by_relevance.nonzero()[:, 0].tolist())
 
     def replace_video_token(self, video_inputs: dict, video_idx: int, **kwargs) -> str:
         """The placeholder tokens of video `video_idx`: as many as the model makes of its frames and keyframes."""
@@ -384,6 +405,8 @@ class VilampProcessor(ProcessorMixin):
         frames = slice(start, start + counts[video_index])
         indices = inputs["keyframe_mask"][frames].nonzero()[:, 0]
         metadata = inputs["video_metadata"][video_index]
+        chosen = metadata.relevance_keyframes
+        by_relevance = set(indices.tolist() if chosen is None else chosen)
         return plot_keyframes(
             path,
             metadata.timestamps,
@@ -392,6 +415,7 @@ class VilampProcessor(ProcessorMixin):
             inputs["pixel_values_videos"][frames][indices],
             question=question,
             aspect_ratio=metadata.width / metadata.height if metadata.width and metadata.height else None,
+            gap_filled=[index not in by_relevance for index in indices.tolist()],
         )
 
     def to_dict(self) -> dict:

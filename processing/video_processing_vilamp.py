@@ -59,10 +59,14 @@ class VilampVideoProcessorKwargs(VideosKwargs, total=False):
 class VilampVideoMetadata(VideoMetadata):
     """
     `VideoMetadata` that may carry every frame's presentation time (`presentation_times`, seconds from the first
-    frame), so that sampling and `timestamps` are right for variable frame rates.
+    frame), so that sampling and `timestamps` are right for variable frame rates, and, in a processor's output, the
+    keyframes chosen for their relevance (`relevance_keyframes`).
     """
 
     presentation_times: list[float] | None = None
+    # Set on the copy a processor call returns with `return_metadata=True`: which of its keyframes (sampled frame
+    # numbers) the greedy pass chose for their relevance to the question; the others filled gaps.
+    relevance_keyframes: list[int] | None = None
 
     @property
     def timestamps(self) -> list[float]:

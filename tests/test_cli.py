@@ -128,7 +128,8 @@ def test_ask_about_a_long_clip_with_progress_bars(long_clip):
     lines = answer_lines_and_bars(vilamp("ask", str(long_clip), "What does the rabbit do?"), frames=40)
     keyframes = [line for line in lines if line.startswith("keyframe ")]
     assert len(keyframes) == 2 and all(
-        re.search(r"video frame +\d+ at 00:00:[0-3]\d \(sample [1-3]?\d\)$", line) for line in keyframes
+        re.search(r"video frame +\d+ at 00:00:[0-3]\d \(sample [1-3]?\d(, filled a gap)?\)$", line)
+        for line in keyframes
     )
     # K = 2: 2 keyframes x 196 + 38 merged frames + 1 newline.
     assert lines[-2:] == [
@@ -153,7 +154,7 @@ def test_ask_on_the_embedded_default_prints_answer_keyframes_and_budget():
     assert lines[1].startswith("answer: ")
     keyframes = [line for line in lines if line.startswith("keyframe ")]
     assert len(keyframes) == 2 and all(
-        re.search(r"video frame +\d+ at 00:00:0[0-5] \(sample [0-5]\)$", line) for line in keyframes
+        re.search(r"video frame +\d+ at 00:00:0[0-5] \(sample [0-5](, filled a gap)?\)$", line) for line in keyframes
     )
     assert "frames sampled: 6 (about 1 per second)" in lines
     # 2 keyframes x 196 + 4 merged frames + 1 newline, against 6 x 196 + 1 for uniform encoding.
@@ -183,7 +184,8 @@ def test_json_record_schema(json_run):
     assert frames == 6 and len(keyframes) == 2
     assert record["seconds_between_frames"] == 1.0  # the 6 s clip sampled at 1 fps
     for keyframe in keyframes:
-        assert set(keyframe) == {"sample", "video_frame", "seconds", "timestamp"}
+        assert set(keyframe) == {"sample", "video_frame", "seconds", "timestamp", "chosen_by"}
+        assert keyframe["chosen_by"] in ("relevance", "gap filling")
         assert 0 <= keyframe["sample"] < frames and re.fullmatch(r"\d\d:\d\d:\d\d", keyframe["timestamp"])
         # The clip is 25 fps, sampled at 1 fps: sample n is the video's frame 25 n, n seconds in.
         assert keyframe["video_frame"] == 25 * keyframe["sample"] and keyframe["seconds"] == keyframe["sample"]

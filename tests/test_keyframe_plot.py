@@ -57,3 +57,9 @@ def test_thumbnails_keep_the_videos_shape(tmp_path):
             heights[name] = image.size[1]
     # Rows of 1.7 in against 12 / 8 / (16 / 9) + 0.35 = 1.19 in, at 100 dpi.
     assert heights["square"] - heights["wide"] == pytest.approx(2 * (1.7 - (1.5 * 9 / 16 + 0.35)) * 100, abs=2)
+
+
+def test_gap_filling_flags_need_one_per_keyframe(tmp_path):
+    images = torch.zeros(2, 3, 8, 8, dtype=torch.uint8)
+    with pytest.raises(ValueError, match="gap_filled"):
+        plot_keyframes(tmp_path / "a.png", [0.0, 1.0, 2.0], [0.1, 0.2, 0.3], [0, 1], images, gap_filled=[True])

@@ -383,3 +383,16 @@ def test_model_input_names_are_what_the_processor_returns_and_the_model_takes(he
     assert set(heavy_fill_processor.model_input_names) <= set(
         inspect.signature(VilampForConditionalGeneration.forward).parameters
     )
+
+
+def test_metadata_names_the_keyframes_chosen_for_relevance(heavy_fill_processor):
+    processor = heavy_fill_processor
+    prepared = processor.prepare_video(str(CLIP_PATH))
+    inputs = processor(text=QUESTION_PROMPT.format("What is the rabbit doing?"), videos=prepared, return_metadata=True)
+    chosen = inputs["video_metadata"][0].relevance_keyframes
+    keyframes = inputs["keyframe_mask"].nonzero()[:, 0].tolist()
+    # Greedy selection starts from the most relevant frame; what it leaves of K, gap filling takes.
+    assert chosen and set(chosen) <= set(keyframes)
+    assert int(inputs["frame_relevance"].argmax()) in chosen
+    assert len(keyframes) == min(processor.num_keyframes, len(prepared.frames))
+    assert prepared.metadata.relevance_keyframes is None  # the question's copy, not the prepared video's own

@@ -181,8 +181,9 @@ def summarize(processor, inputs, answer: str, video: str, question: str, model_i
 
     num_frames = int(inputs["video_frame_counts"][0])
     keyframes = inputs["keyframe_mask"].nonzero()[:, 0].tolist()
-    timestamps = inputs["video_metadata"][0].timestamps
-    frames_indices = inputs["video_metadata"][0].frames_indices
+    metadata = inputs["video_metadata"][0]
+    timestamps, frames_indices = metadata.timestamps, metadata.frames_indices
+    by_relevance = set(metadata.relevance_keyframes)
     return {
         "answer": answer,
         "model": model_id,
@@ -201,6 +202,8 @@ def summarize(processor, inputs, answer: str, video: str, question: str, model_i
                 "video_frame": frames_indices[index],
                 "seconds": round(timestamps[index], 3),
                 "timestamp": format_timestamp(timestamps[index]),
+                # Greedy selection takes frames for their relevance; the slots it leaves fill the gaps between them.
+                "chosen_by": "relevance" if index in by_relevance else "gap filling",
             }
             for index in keyframes
         ],
@@ -226,7 +229,7 @@ def print_summary(record: dict, heading: str | None = None) -> None:
     for number, keyframe in enumerate(record["keyframes"], start=1):
         print(
             f"keyframe {number:3d}: video frame {keyframe['video_frame']:6d} at {keyframe['timestamp']} "
-            f"(sample {keyframe['sample']})"
+            f"(sample {keyframe['sample']}{', filled a gap' if keyframe['chosen_by'] == 'gap filling' else ''})"
         )
     print(f"frames sampled: {record['frames_sampled']}{sampling_rate_note(record['seconds_between_frames'])}")
     saving = record["uniform_tokens"] / record["visual_tokens"]
