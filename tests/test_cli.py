@@ -268,16 +268,17 @@ def test_chat_ctrl_c_stops_an_answer_and_ctrl_d_leaves():
         start_new_session=True,
     )
     os.close(follower)
-    output = b""
+    output, cursor = b"", 0
 
     def read_until(text: bytes, timeout: float = 120) -> None:
-        """Reads until `text` appears in what the session writes from now on."""
-        nonlocal output
-        start, deadline = len(output), time.monotonic() + timeout
-        while text not in output[start:]:
+        """Reads until `text` appears after the previous match; the next search starts after this one."""
+        nonlocal output, cursor
+        deadline = time.monotonic() + timeout
+        while text not in output[cursor:]:
             assert time.monotonic() < deadline, output.decode(errors="replace")
             if select.select([leader], [], [], 1)[0]:
                 output += os.read(leader, 4096)
+        cursor = output.index(text, cursor) + len(text)
 
     try:
         read_until(cli.CHAT_PROMPT.encode())
@@ -383,6 +384,7 @@ def test_trust_remote_code_runs_the_shipped_code(converted_model, tmp_path):
         (["chat", str(CLIP_PATH), "--model", "./nonexist"], "no such model directory: ./nonexist"),
         (["chat", "missing.mp4"], "no such video file: missing.mp4"),
         (["tiny", "runs"], "runs already exists and is not an empty directory"),
+        (["serve", "--model", "./nonexist"], "no such model directory: ./nonexist"),
         (["tiny", "no-such-folder/tiny"], "no-such-folder/tiny: no such directory no-such-folder"),
     ],
 )

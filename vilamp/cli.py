@@ -3,6 +3,7 @@ The `vilamp` command.
 
     vilamp ask [VIDEO] [QUESTION ...] [--model PATH_OR_HUB_ID] [--plot keyframes.png] [--json] ...
     vilamp chat [VIDEO] [--model PATH_OR_HUB_ID] ...
+    vilamp serve [--model PATH_OR_HUB_ID] [--host 127.0.0.1] [--port 8000] ...
     vilamp tiny DIR
     vilamp convert --checkpoint SRC --output DIR [...]
     vilamp train --data FILE --output DIR [--model PATH_OR_HUB_ID] [--video-folder DIR] [--parts ...] [...]
@@ -383,6 +384,44 @@ def run_tiny(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_serve(args: argparse.Namespace) -> int:
+    """transformers' OpenAI-compatible server with ViLAMP (docs/serving.md), until Ctrl-C."""
+    import tempfile
+
+    if args.model:
+        check_model_source(args.model)
+    try:
+        import uvicorn
+
+        from .serving import build_app, check_server_release
+    except ImportError as error:
+        raise CliError(
+            f'vilamp serve needs the serve extra ({error.name} is missing): pip install -e ".[serve]"'
+        ) from error
+    try:
+        check_server_release()
+    except RuntimeError as error:
+        raise CliError(str(error)) from error
+    resolve_device(args.device)  # a CUDA device that is not there fails here, in one line
+    with tempfile.TemporaryDirectory(prefix="vilamp-serve-") as folder:
+        model = args.model
+        if model is None:
+            run_tiny(argparse.Namespace(output=f"{folder}/tiny", quiet=True))
+            model = f"{folder}/tiny"
+            print(f"NOTE: no --model: serving {TINY_NOTE}.")
+        app = build_app(
+            model,
+            device=args.device,
+            dtype=args.dtype,
+            max_frames=args.max_frames,
+            max_prepared_videos=args.prepared_videos,
+            cache_bytes=int(args.cache_gib * 2**30),
+        )
+        print(f"serving {model} at http://{args.host}:{args.port}/v1 (Ctrl-C stops)", flush=True)
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning" if args.quiet else "info")
+    return 0
+
+
 def run_convert(args: argparse.Namespace) -> int:
     from .conversion.convert_vilamp_to_hf import run
     from .conversion.original_checkpoint import ConversionError
@@ -536,7 +575,7 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--quiet", action="store_true", help="no progress bars or progress messages")
     common.add_argument("--debug", action="store_true", help="show the full traceback on errors")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{ask,chat,tiny,convert,train}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{ask,chat,serve,tiny,convert,train}")
 
     answering = argparse.ArgumentParser(add_help=False, parents=[common])
     answering.add_argument(
@@ -586,6 +625,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tiny_parser.add_argument("output", metavar="DIR", help="a new directory for the model and its processor")
     tiny_parser.set_defaults(handler=run_tiny)
+
+    serve_parser = commands.add_parser(
+        "serve", parents=[common], help="answer over an OpenAI-compatible HTTP API (see docs/serving.md)"
+    )
+    serve_parser.add_argument("--model", help="converted ViLAMP: a directory or Hub id (default: embedded tiny model)")
+    serve_parser.add_argument("--host", default="127.0.0.1", help="default: 127.0.0.1 (this machine only)")
+    serve_parser.add_argument("--port", type=positive_int, default=8000)
+    serve_parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    serve_parser.add_argument("--dtype", choices=DTYPES, default="auto", help="model dtype (default: as saved)")
+    serve_parser.add_argument(
+        "--max-frames", type=positive_int, default=600, help="frames sampled per video, at most (default: 600)"
+    )
+    serve_parser.add_argument(
+        "--prepared-videos", type=positive_int, default=4, help="videos kept decoded between requests (default: 4)"
+    )
+    serve_parser.add_argument(
+        "--cache-gib", type=positive_float, default=8.0, help="memory for video features kept between requests"
+    )
+    serve_parser.set_defaults(handler=run_serve)
 
     convert_parser = commands.add_parser(
         "convert", parents=[common], help="convert the original checkpoint (see docs/conversion.md)"
