@@ -135,6 +135,37 @@ def test_a_changed_file_is_prepared_again(client, tmp_path):
     assert ask(client, path, QUESTIONS[0]).strip() == asked_directly(path, QUESTIONS[0])
 
 
+def test_the_server_answers_while_a_video_is_being_prepared(client, tmp_path, monkeypatch):
+    """A video is decoded in a worker thread: /health and other requests do not wait for it."""
+    import urllib.request
+
+    from vilamp.processing import VilampProcessor
+
+    entered, release = threading.Event(), threading.Event()
+    prepare_video = VilampProcessor.prepare_video
+
+    def held(self, video, *args, **kwargs):
+        if str(video).endswith("held.mp4"):
+            entered.set()
+            assert release.wait(timeout=120)
+        return prepare_video(self, video, *args, **kwargs)
+
+    monkeypatch.setattr(VilampProcessor, "prepare_video", held)
+    path = write_video(tmp_path / "held.mp4", numbered_frames(50, 48, 64), fps=25)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(ask, client, path, QUESTIONS[0])
+        assert entered.wait(timeout=60)
+        try:
+            base = str(client.base_url).removesuffix("/").removesuffix("/v1")
+            with urllib.request.urlopen(f"{base}/health", timeout=20) as response:
+                assert response.status == 200
+            assert ask(client, CLIP_PATH, QUESTIONS[1])  # another request, answered meanwhile
+            assert not pending.done()
+        finally:
+            release.set()
+        assert pending.result(timeout=120).strip() == asked_directly(path, QUESTIONS[0])
+
+
 def test_transformers_own_server_cannot_load_vilamp_without_the_subclass(tiny_dir):
     """
     What `VilampModelManager` is for: transformers' server picks classes and modality from its static tables. If a

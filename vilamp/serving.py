@@ -12,10 +12,13 @@ make it serve ViLAMP as `vilamp ask` answers:
   `VilampVideoCache`, so that the next question about a video skips its decoding and its vision tower.
 
 Requests are answered one at a time on the model's inference thread, as transformers' server does for
-vision-language models; a video is decoded on the server's event loop before its question queues there.
+vision-language models; a request's videos are decoded and scored in a worker thread before its question queues
+there, so that the server goes on answering other requests and /health meanwhile.
 """
 
+import asyncio
 import os
+import threading
 from collections import OrderedDict
 from pathlib import Path
 
@@ -83,7 +86,8 @@ class VilampChatCompletionHandler(ChatCompletionHandler):
         self.max_frames = max_frames
         self.video_cache = VilampVideoCache(max_bytes=cache_bytes)
         self.prepared: OrderedDict[tuple, object] = OrderedDict()
-        self._settings: dict = {}
+        self._prepared_lock = threading.Lock()  # requests prepare their videos in worker threads
+        self._request_videos: dict[str, object] = {}
 
     async def handle_request(self, body: dict, request_id: str):
         settings = {**self.chat_template_kwargs, **(body.get("chat_template_kwargs") or {})}
@@ -92,9 +96,18 @@ class VilampChatCompletionHandler(ChatCompletionHandler):
                 check_num_keyframes(settings["num_keyframes"])
             except ValueError as error:
                 raise HTTPException(status_code=400, detail=first_line(error)) from error
+        urls = [
+            part["video_url"]["url"]
+            for message in body.get("messages") or []
+            for part in (message.get("content") if isinstance(message.get("content"), list) else [])
+            if isinstance(part, dict) and part.get("type") == "video_url"
+        ]
+        # Decoding and scoring a video takes seconds to minutes: in a worker thread, not on the event loop, which
+        # would stall every other request and /health meanwhile.
+        videos = await asyncio.to_thread(lambda: {url: self.prepared_video(url, settings) for url in urls})
         # Read by `get_processor_inputs_from_messages`, which the parent calls before its first `await`: no other
         # request runs in between.
-        self._settings = settings
+        self._request_videos = videos
         return await super().handle_request(body, request_id)
 
     def get_processor_inputs_from_messages(self, messages: list[dict], modality: Modality) -> list[dict]:
@@ -102,15 +115,15 @@ class VilampChatCompletionHandler(ChatCompletionHandler):
         for message in inputs:
             for part in message["content"] if isinstance(message["content"], list) else []:
                 if part.get("type") == "video" and "url" in part:
-                    part["video"] = self.prepared_video(part.pop("url"))
+                    part["video"] = self._request_videos[part.pop("url")]
         return inputs
 
-    def prepared_video(self, url: str):
-        """The prepared video at `url` under this request's sampling settings, prepared once per file identity."""
+    def prepared_video(self, url: str, settings: dict):
+        """The prepared video at `url` under the request's sampling `settings`, prepared once per file identity."""
         _, processor = self.model_manager.load_model_and_processor(
             self.model_manager.process_model_name(self.model_manager.force_model)
         )
-        sampling = {name: self._settings[name] for name in SAMPLING_SETTINGS if self._settings.get(name) is not None}
+        sampling = {name: settings[name] for name in SAMPLING_SETTINGS if settings.get(name) is not None}
         sampling.setdefault("max_frames", self.max_frames)
         if sampling["max_frames"] is not None and sampling["max_frames"] > self.max_frames:
             raise HTTPException(
@@ -130,18 +143,22 @@ class VilampChatCompletionHandler(ChatCompletionHandler):
             # A file changed since it was prepared has another size or modification time: it is prepared again.
             identity = (str(Path(video).resolve()), stat.st_size, stat.st_mtime_ns)
         key = (*identity, tuple(sorted(sampling.items())))
-        if key not in self.prepared:
+        with self._prepared_lock:
+            prepared = self.prepared.get(key)
+        if prepared is None:
             try:
-                self.prepared[key] = processor.prepare_video(video, **sampling)
+                prepared = processor.prepare_video(video, **sampling)
             except (OSError, ValueError) as error:
                 message = first_line(error)
                 raise HTTPException(
                     status_code=400, detail=message if video in message else f"cannot decode video {video}: {message}"
                 ) from error
+        with self._prepared_lock:
+            self.prepared[key] = prepared
+            self.prepared.move_to_end(key)
             while len(self.prepared) > self.max_prepared_videos:
                 self.prepared.popitem(last=False)
-        self.prepared.move_to_end(key)
-        return self.prepared[key]
+        return prepared
 
     def _streaming(self, request_id, model, processor, model_id, inputs, gen_config, gen_manager, tools=None):
         inputs["video_cache"] = self.video_cache
