@@ -209,6 +209,14 @@ def test_loglikelihood_is_the_next_token_log_probability(tiny_dir, task_docs):
     assert max(zip(letters, scores, strict=True), key=lambda pair: pair[1][0])[0] == best
 
 
+def test_a_mistyped_model_directory_fails_at_once():
+    from vilamp.evaluation.lmms_eval_model import Vilamp
+    from vilamp.loading import ModelLoadError
+
+    with pytest.raises(ModelLoadError, match=r"^no such model directory: \./no-such-run$"):
+        Vilamp(pretrained="./no-such-run", device="cpu")
+
+
 def test_rejects_an_unknown_protocol(tiny_dir):
     from vilamp.evaluation.lmms_eval_model import Vilamp
 

@@ -264,7 +264,7 @@ def check_video_argument(args: argparse.Namespace) -> None:
 def load_for_answering(args: argparse.Namespace, show_progress: bool):
     """`ask` and `chat`'s model and processor, once `--model` names something loadable."""
     if args.model:
-        check_model_source(args.model)
+        check_model_source(args.model)  # before anything else loads (the loader checks again, for its other callers)
     if not show_progress:
         disable_library_progress_bars()
     return load_model_and_processor(

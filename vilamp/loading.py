@@ -41,6 +41,7 @@ def load_model_and_processor(model_id: str | None, device, dtype: str, trust_rem
 
         model, processor = tiny_model_and_processor()
     else:
+        check_model_source(model_id)  # a mistyped directory fails here at once, not after the Hub client's retries
         model, processor = load_pretrained(model_id, dtype, trust_remote_code)
     processor.frame_scorer.to(device)
     return model.to(device).eval(), processor
