@@ -3,6 +3,8 @@ The `vilamp` command: end to end as a person types it (subprocess, progress bars
 timeline picture, model loading without running shipped code, and its errors (in process: they need no fresh Python).
 """
 
+import contextlib
+import io
 import json
 import os
 import re
@@ -74,10 +76,13 @@ def long_clip(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def json_run(tmp_path_factory) -> tuple[dict, Path]:
+    # In this process (the tests that run the command itself use its output as the reference): --json prints the
+    # record with print(), so redirecting sys.stdout catches it.
     plot = tmp_path_factory.mktemp("cli") / "keyframes.png"
-    result = vilamp("ask", str(CLIP_PATH), "What is the rabbit doing?", "--json", "--plot", str(plot))
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout), plot
+    output = io.StringIO()
+    with contextlib.redirect_stdout(output):
+        assert cli.main(["ask", str(CLIP_PATH), "What is the rabbit doing?", "--json", "--plot", str(plot)]) == 0
+    return json.loads(output.getvalue()), plot
 
 
 @pytest.fixture(scope="module")
@@ -138,18 +143,17 @@ def test_ask_about_a_long_clip_with_progress_bars(long_clip):
     ]
 
 
-def test_frames_thinned_by_max_frames_are_reported_at_their_spacing(long_clip):
+def test_frames_thinned_by_max_frames_are_reported_at_their_spacing(long_clip, capfd):
     # The clip's 40 one-per-second samples (0 s to 39 s) thinned to 10 keep the first and the last: 39 s / 9 apart.
-    lines = answer_lines_and_bars(
-        vilamp("ask", str(long_clip), "What does the rabbit do?", "--max-frames", "10"), frames=10
-    )
+    code, out, err = run_main(capfd, "ask", str(long_clip), "What does the rabbit do?", "--max-frames", "10")
+    lines = answer_lines_and_bars(subprocess.CompletedProcess([], code, out, err), frames=10)
     assert f"frames sampled: 10 (about 1 every {39 / 9:.3g} s)" in lines
 
 
-def test_ask_on_the_embedded_default_prints_answer_keyframes_and_budget():
-    result = vilamp("ask", "--quiet")
-    assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
+def test_ask_on_the_embedded_default_prints_answer_keyframes_and_budget(capfd):
+    code, out, err = run_main(capfd, "ask", "--quiet")
+    assert code == 0, err
+    lines = out.splitlines()
     assert lines[0] == "NOTE: embedded default = tiny random-weight model; the answer below is noise."
     assert lines[1].startswith("answer: ")
     keyframes = [line for line in lines if line.startswith("keyframe ")]
@@ -159,7 +163,7 @@ def test_ask_on_the_embedded_default_prints_answer_keyframes_and_budget():
     assert "frames sampled: 6 (about 1 per second)" in lines
     # 2 keyframes x 196 + 4 merged frames + 1 newline, against 6 x 196 + 1 for uniform encoding.
     assert "visual tokens: 397 (uniform 196 per frame would be 1,177; 3.0x fewer)" in lines
-    assert result.stderr == ""  # --quiet: no progress bars
+    assert err == ""  # --quiet: no progress bars
 
 
 def test_json_record_schema(json_run):

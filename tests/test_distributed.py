@@ -40,27 +40,37 @@ def training_model(checkpointing: bool):
     return model
 
 
-def worker(rank: int, mode: str, checkpointing: bool, rendezvous: str, results: str) -> None:
+MODES = {"ddp": ("ddp", False), "fsdp2": ("fsdp2", False), "fsdp2-ckpt": ("fsdp2", True)}
+
+
+def one_step(rank: int, mode: str, checkpointing: bool) -> dict:
+    """One training step of rank `rank` under `mode`; its loss and every full gradient."""
+    model = training_model(checkpointing)
+    if mode == "ddp":
+        wrapped = DistributedDataParallel(model)
+    else:
+        # accelerate's FSDP2 policy: a unit per `_no_split_modules` class (the model's and its towers').
+        for module in model.modules():
+            if type(module).__name__ in model._no_split_modules:
+                fully_shard(module)
+        wrapped = fully_shard(model)
+    batch = rank_batch(rank)
+    assert lockstep_vision_chunks(model, batch) == 6
+    loss = wrapped(**batch, num_vision_chunks=lockstep_vision_chunks(model, batch)).loss
+    loss.backward()
+    gradients = {}
+    for name, parameter in model.named_parameters():
+        gradient = parameter.grad
+        gradients[name] = gradient.full_tensor() if hasattr(gradient, "full_tensor") else gradient
+    return {"loss": loss.detach(), "gradients": gradients}
+
+
+def worker(rank: int, rendezvous: str, results: str) -> None:
+    # Every mode in one pair of processes: starting the two ranks costs more than the three steps together.
     dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=2)
     try:
-        model = training_model(checkpointing)
-        if mode == "ddp":
-            wrapped = DistributedDataParallel(model)
-        else:
-            # accelerate's FSDP2 policy: a unit per `_no_split_modules` class (the model's and its towers').
-            for module in model.modules():
-                if type(module).__name__ in model._no_split_modules:
-                    fully_shard(module)
-            wrapped = fully_shard(model)
-        batch = rank_batch(rank)
-        assert lockstep_vision_chunks(model, batch) == 6
-        loss = wrapped(**batch, num_vision_chunks=lockstep_vision_chunks(model, batch)).loss
-        loss.backward()
-        gradients = {}
-        for name, parameter in model.named_parameters():
-            gradient = parameter.grad
-            gradients[name] = gradient.full_tensor() if hasattr(gradient, "full_tensor") else gradient
-        torch.save({"loss": loss.detach(), "gradients": gradients}, f"{results}.{rank}")
+        outcomes = {name: one_step(rank, *settings) for name, settings in MODES.items()}
+        torch.save(outcomes, f"{results}.{rank}")
     finally:
         dist.destroy_process_group()
 
@@ -74,23 +84,20 @@ def single_process_reference():
     return [loss.detach() for loss in losses], {name: p.grad for name, p in model.named_parameters()}
 
 
-@pytest.mark.parametrize(
-    ("mode", "checkpointing"), [("ddp", False), ("fsdp2", False), ("fsdp2", True)], ids=["ddp", "fsdp2", "fsdp2-ckpt"]
-)
-def test_two_ranks_with_different_video_lengths_match_one_process(
-    tmp_path, single_process_reference, mode, checkpointing
-):
+@pytest.fixture(scope="module")
+def two_rank_outcomes(tmp_path_factory) -> list[dict]:
+    """Each rank's `{mode: outcome}`, from one run of the two ranks."""
+    folder = tmp_path_factory.mktemp("ranks")
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    results = str(tmp_path / "result")
-    mp.start_processes(
-        worker,
-        args=(mode, checkpointing, str(tmp_path / "rendezvous"), results),
-        nprocs=2,
-        join=True,
-        start_method="spawn",
-    )
+    results = str(folder / "result")
+    mp.start_processes(worker, args=(str(folder / "rendezvous"), results), nprocs=2, join=True, start_method="spawn")
+    return [torch.load(f"{results}.{rank}") for rank in range(2)]
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_two_ranks_with_different_video_lengths_match_one_process(two_rank_outcomes, single_process_reference, mode):
     losses, gradients = single_process_reference
-    outcomes = [torch.load(f"{results}.{rank}") for rank in range(2)]
+    outcomes = [by_mode[mode] for by_mode in two_rank_outcomes]
     for rank, outcome in enumerate(outcomes):
         torch.testing.assert_close(outcome["loss"], losses[rank], atol=1e-6, rtol=1e-5)
     assert outcomes[0]["gradients"].keys() == gradients.keys()

@@ -104,29 +104,22 @@ def accuracy_of(docs: list[dict], responses: list[str]) -> float:
     return 100.0 * sum(correct) / len(correct)
 
 
-def test_lmms_eval_cli_runs_vilamp_on_a_local_task(tmp_path, tiny_dir, task_docs):
-    run, results, samples = run_lmms_eval(tmp_path, tiny_dir, task_docs, [sys.executable], batch_size=2)
-    responses = [sample["filtered_resps"] for sample in samples]
-    # Batched (2 per pass, left-padded) and through lmms-eval, the answers are those of one direct call each.
-    assert responses == expected_answers(tiny_dir, task_docs, max_frames=4)
-    accuracy = results["results"]["vilamp_tiny_mc"]["accuracy,none"]
-    assert accuracy == pytest.approx(accuracy_of(task_docs, responses))
-    assert "vilamp_tiny_mc" in run.stdout and "accuracy" in run.stdout
-
-
-def test_lmms_eval_runs_vilamp_data_parallel_on_two_processes(tmp_path, tiny_dir, task_docs):
-    # Two processes as torchrun starts them (`accelerate launch --num_processes 2` does the same on GPUs): lmms-eval
-    # gives each rank its share of the questions and gathers the answers on rank 0.
+def test_lmms_eval_runs_vilamp_batched_and_data_parallel_on_two_processes(tmp_path, tiny_dir, task_docs):
+    # lmms-eval's command line in two processes as torchrun starts them (`accelerate launch --num_processes 2` does
+    # the same on GPUs): it gives each rank its share of the questions, and gathers the answers on rank 0. One
+    # run rather than one per feature: starting lmms-eval costs more than answering.
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    run, results, samples = run_lmms_eval(tmp_path, tiny_dir, task_docs, launcher, batch_size=1)
+    run, results, samples = run_lmms_eval(tmp_path, tiny_dir, task_docs, launcher, batch_size=2)
     log = run.stdout + run.stderr
     assert "Running on rank 0" in log and "Running on rank 1" in log, log[-3000:]
-    # Every question answered once across the two processes, with the answers of one direct call each.
+    # Every question answered once across the two processes; batched (rank 0 answers 2 in a pass, left-padded)
+    # and through lmms-eval, with the answers of one direct call each.
     assert [sample["doc_id"] for sample in samples] == list(range(len(task_docs)))
     responses = [sample["filtered_resps"] for sample in samples]
     assert responses == expected_answers(tiny_dir, task_docs, max_frames=4)
     accuracy = results["results"]["vilamp_tiny_mc"]["accuracy,none"]
     assert accuracy == pytest.approx(accuracy_of(task_docs, responses))
+    assert "vilamp_tiny_mc" in run.stdout and "accuracy" in run.stdout
 
 
 def test_questions_about_one_video_decode_and_encode_it_once(tiny_dir, task_docs, monkeypatch):
