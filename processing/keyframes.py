@@ -111,6 +111,32 @@ def fill_gaps(selected: np.ndarray, num_keyframes: int) -> np.ndarray:
     return filled
 
 
+def relevance_keyframes(
+    frame_embeds: torch.Tensor,
+    query_embed: torch.Tensor,
+    num_keyframes: int,
+    similarity_threshold: float,
+    relevance_threshold: float | None = None,
+) -> np.ndarray:
+    """
+    The `(N,)` boolean mask of the keyframes the greedy pass chooses for their relevance (`greedy_keyframes`), before
+    gap filling; at most `num_keyframes` of them. Arguments as in `select_keyframes`.
+    """
+    if frame_embeds.ndim != 2 or frame_embeds.shape[0] == 0:
+        raise ValueError(f"`frame_embeds` must have shape (num_frames >= 1, dim), got {tuple(frame_embeds.shape)}.")
+    if query_embed.numel() != frame_embeds.shape[1]:
+        raise ValueError(
+            f"`query_embed` has {query_embed.numel()} values but the frame embeddings have {frame_embeds.shape[1]}."
+        )
+    check_num_keyframes(num_keyframes)
+    unit_frames = unit_rows(frame_embeds.detach().cpu())
+    relevance = frame_relevance(frame_embeds.detach().cpu(), query_embed.detach().cpu())
+    chosen = greedy_keyframes(unit_frames, relevance, num_keyframes, similarity_threshold, relevance_threshold)
+    selected = np.zeros(frame_embeds.shape[0], dtype=bool)
+    selected[chosen] = True
+    return selected
+
+
 def select_keyframes(
     frame_embeds: torch.Tensor,
     query_embed: torch.Tensor,
@@ -134,18 +160,5 @@ def select_keyframes(
     Returns:
         `torch.BoolTensor` of shape `(N,)` with exactly `min(K, N)` true entries when `fill_remaining` is set.
     """
-    if frame_embeds.ndim != 2 or frame_embeds.shape[0] == 0:
-        raise ValueError(f"`frame_embeds` must have shape (num_frames >= 1, dim), got {tuple(frame_embeds.shape)}.")
-    if query_embed.numel() != frame_embeds.shape[1]:
-        raise ValueError(
-            f"`query_embed` has {query_embed.numel()} values but the frame embeddings have {frame_embeds.shape[1]}."
-        )
-    check_num_keyframes(num_keyframes)
-    unit_frames = unit_rows(frame_embeds.detach().cpu())
-    relevance = frame_relevance(frame_embeds.detach().cpu(), query_embed.detach().cpu())
-    chosen = greedy_keyframes(unit_frames, relevance, num_keyframes, similarity_threshold, relevance_threshold)
-    selected = np.zeros(frame_embeds.shape[0], dtype=bool)
-    selected[chosen] = True
-    if fill_remaining:
-        selected = fill_gaps(selected, num_keyframes)
-    return torch.from_numpy(selected)
+    selected = relevance_keyframes(frame_embeds, query_embed, num_keyframes, similarity_threshold, relevance_threshold)
+    return torch.from_numpy(fill_gaps(selected, num_keyframes) if fill_remaining else selected)

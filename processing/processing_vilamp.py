@@ -29,6 +29,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 from transformers import BatchFeature
 from transformers.processing_utils import MultiModalData, ProcessingKwargs, ProcessorMixin, Unpack
@@ -36,11 +37,10 @@ from transformers.utils import auto_docstring, cached_file
 
 from .frame_scoring import CONFIG_NAME, WEIGHTS_NAME, FrameScorer
 from .keyframe_plot import plot_keyframes
-from .keyframes import check_num_keyframes, frame_relevance, select_keyframes
+from .keyframes import check_num_keyframes, fill_gaps, frame_relevance, relevance_keyframes
 from .video_decoding import VideoInput
 from .video_processing_vilamp import (
     PreparedVideo,
-    VilampVideoMetadata,
     VilampVideoProcessor,
     VilampVideoProcessorKwargs,
     make_metadata_list,
@@ -292,9 +292,13 @@ class VilampProcessor(ProcessorMixin):
             for video, video_metadata in zip(video_list, metadata, strict=True)
         ]
         query_embeds = self.frame_scorer.embed_queries(queries)
-        keyframe_masks = [
-            self.select_keyframes(video, query_embed, num_keyframes)
+        by_relevance = [
+            self.relevance_keyframes(video, query_embed, num_keyframes)
             for video, query_embed in zip(prepared, query_embeds, strict=True)
+        ]
+        keyframe_masks = [
+            torch.from_numpy(fill_gaps(chosen, num_keyframes) if self.fill_keyframe_gaps else chosen)
+            for chosen in by_relevance
         ]
         relevance = [
             frame_relevance(video.frame_embeds, embed) for video, embed in zip(prepared, query_embeds, strict=True)
@@ -308,9 +312,10 @@ class VilampProcessor(ProcessorMixin):
             "video_frame_counts": torch.tensor([len(video.frames) for video in prepared]),
             "frame_relevance": torch.cat(relevance),
             "video_keys": [video.key for video in prepared],
+            # With return_metadata, a copy per question that also names the keyframes chosen for their relevance.
             "video_metadata": [
-                self.question_metadata(video, query_embed, num_keyframes)
-                for video, query_embed in zip(prepared, query_embeds, strict=True)
+                dataclasses.replace(video.metadata, relevance_keyframes=chosen.nonzero()[0].tolist())
+                for video, chosen in zip(prepared, by_relevance, strict=True)
             ]
             if kwargs.get("return_metadata")
             else [video.metadata for video in prepared],
@@ -318,30 +323,18 @@ class VilampProcessor(ProcessorMixin):
         replacements = [self.replace_video_token(data, index) for index in range(len(prepared))]
         return data, replacements
 
-    def select_keyframes(self, video: PreparedVideo, query_embed: torch.Tensor, num_keyframes: int) -> torch.Tensor:
-        """The `(N,)` keyframe mask of a prepared video for one question's embedding (`keyframes.select_keyframes`)."""
-        return select_keyframes(
+    def relevance_keyframes(self, video: PreparedVideo, query_embed: torch.Tensor, num_keyframes: int) -> np.ndarray:
+        """
+        The `(N,)` mask of the keyframes a question's embedding chooses for their relevance in a prepared video
+        (`keyframes.relevance_keyframes`); `fill_keyframe_gaps` then spreads the unused slots.
+        """
+        return relevance_keyframes(
             video.frame_embeds,
             query_embed,
             num_keyframes,
             self.keyframe_similarity_threshold,
             self.keyframe_relevance_threshold,
-            fill_remaining=self.fill_keyframe_gaps,
         )
-
-    def question_metadata(
-        self, video: PreparedVideo, query_embed: torch.Tensor, num_keyframes: int
-    ) -> VilampVideoMetadata:
-        """A copy of the video's metadata that also names the keyframes the question's relevance chose."""
-        by_relevance = select_keyframes(
-            video.frame_embeds,
-            query_embed,
-            num_keyframes,
-            self.keyframe_similarity_threshold,
-            self.keyframe_relevance_threshold,
-            fill_remaining=False,
-        )
-        return dataclasses.replace(video.metadata, relevance_keyframes=by_relevance.nonzero()[:, 0].tolist())
 
     def replace_video_token(self, video_inputs: dict, video_idx: int, **kwargs) -> str:
         """The placeholder tokens of video `video_idx`: as many as the model makes of its frames and keyframes."""
