@@ -592,7 +592,9 @@ class VilampModel(VilampPreTrainedModel):
                 f"`video_cache` needs `video_keys`, one per video ({num_videos}), as VilampProcessor returns them; "
                 f"got {video_keys!r:.200}."
             )
-        if torch.is_grad_enabled() and any(parameter.requires_grad for parameter in self.vision_tower.parameters()):
+        # Even with the tower frozen: the cached path leaves out the straight-through factors, so a frame scorer
+        # trained through it would get no gradient.
+        if torch.is_grad_enabled():
             raise ValueError(
                 "`video_cache` keeps features without gradients: use it under `torch.no_grad()` (as `generate` does)."
             )

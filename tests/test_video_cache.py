@@ -118,6 +118,9 @@ def test_another_model_gradients_or_missing_keys_are_refused(processor, prepared
             first(**without_keys, video_cache=cache)
     with pytest.raises(ValueError, match="no_grad"):
         first(**inputs, video_cache=cache)
+    first.model.vision_tower.requires_grad_(False)  # a frozen tower too: the frame scorer's gradients pass by it
+    with pytest.raises(ValueError, match="no_grad"):
+        first(**inputs, video_cache=cache)
     with pytest.raises(ValueError, match="max_bytes"):
         VilampVideoCache(max_bytes=-1)
 
