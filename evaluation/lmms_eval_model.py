@@ -22,7 +22,7 @@ from lmms_eval.api.model import lmms
 from loguru import logger
 from tqdm import tqdm
 
-from ..loading import model_inputs
+from ..loading import gib_to_bytes, model_inputs
 from ..modeling_vilamp import VilampVideoCache
 from .prompts import RELEASED_MAX_NEW_TOKENS, parse_prompt, released_prompt
 
@@ -104,7 +104,7 @@ class Vilamp(lmms):
         self.batch_size = int(batch_size)
         # Questions about one video are answered one after another (`generate_until` orders them so): the video is
         # decoded, scored and encoded for the first and reused by the rest.
-        self.video_cache = VilampVideoCache(max_bytes=int(float(cache_gib) * 2**30))
+        self.video_cache = VilampVideoCache(max_bytes=gib_to_bytes(cache_gib))
         self.prepared_videos = int(prepared_videos)
         self._prepared: OrderedDict = OrderedDict()
 

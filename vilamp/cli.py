@@ -31,6 +31,7 @@ from .loading import (
     ModelLoadError,
     check_model_source,
     first_line,
+    gib_to_bytes,
     load_model_and_processor,
     model_inputs,
     resolve_device,
@@ -283,7 +284,7 @@ def run_ask(args: argparse.Namespace) -> int:
     model, processor = load_for_answering(args, show_progress)
     from .modeling_vilamp import VilampVideoCache
 
-    video_cache = VilampVideoCache(max_bytes=int(args.cache_gib * 2**30))
+    video_cache = VilampVideoCache(max_bytes=args.cache_bytes)
     start = time.perf_counter()
     prepared = prepare_video(processor, args.video, args.max_frames, show_progress, show_decoder_logs=args.debug)
     for number, (question, plot) in enumerate(
@@ -320,7 +321,7 @@ def run_chat(args: argparse.Namespace) -> int:
     from .modeling_vilamp import VilampVideoCache
     from .processing.keyframe_plot import format_timestamp
 
-    video_cache = VilampVideoCache(max_bytes=int(args.cache_gib * 2**30))
+    video_cache = VilampVideoCache(max_bytes=args.cache_bytes)
     prepared = prepare_video(processor, args.video, args.max_frames, show_progress, show_decoder_logs=args.debug)
     pixel_values = processor.video_processor.to_pixel_values(prepared.frames)
     with torch.no_grad(), encoding_progress(model, len(prepared.frames), enabled=show_progress):
@@ -374,11 +375,9 @@ def run_tiny(args: argparse.Namespace) -> int:
         raise CliError(f"{args.output}: no such directory {output.parent}")
     if args.quiet:
         disable_library_progress_bars()
-    from .tiny import tiny_model_and_processor
+    from .tiny import save_tiny_model
 
-    model, processor = tiny_model_and_processor()
-    model.save_pretrained(output)
-    processor.save_pretrained(output)
+    save_tiny_model(output)
     if not args.quiet:
         print(f"{TINY_NOTE} in {args.output}: give it wherever a model goes (--model {args.output}, from_pretrained).")
     return 0
@@ -406,8 +405,11 @@ def run_serve(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="vilamp-serve-") as folder:
         model = args.model
         if model is None:
-            run_tiny(argparse.Namespace(output=f"{folder}/tiny", quiet=True))
+            from .tiny import save_tiny_model
+
+            disable_library_progress_bars()
             model = f"{folder}/tiny"
+            save_tiny_model(model)
             print(f"NOTE: no --model: serving {TINY_NOTE}.")
         app = build_app(
             model,
@@ -415,7 +417,7 @@ def run_serve(args: argparse.Namespace) -> int:
             dtype=args.dtype,
             max_frames=args.max_frames,
             max_prepared_videos=args.prepared_videos,
-            cache_bytes=int(args.cache_gib * 2**30),
+            cache_bytes=args.cache_bytes,
         )
         print(f"serving {model} at http://{args.host}:{args.port}/v1 (Ctrl-C stops)", flush=True)
         uvicorn.run(app, host=args.host, port=args.port, log_level="warning" if args.quiet else "info")
@@ -525,6 +527,11 @@ def positive_float(text: str) -> float:
     return value
 
 
+def cache_budget(text: str) -> int:
+    """argparse type for `--cache-gib`: GiB above 0, in bytes."""
+    return gib_to_bytes(positive_float(text))
+
+
 def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     """`vilamp train`'s options; left out, each keeps the released recipe's value (TrainingRecipe's default)."""
     parser.add_argument("--data", required=True, help="training examples: a .json, .jsonl or .yaml mixture file")
@@ -595,8 +602,9 @@ def build_parser() -> argparse.ArgumentParser:
     answering.add_argument("--max-new-tokens", type=positive_int, default=64)
     answering.add_argument(
         "--cache-gib",
-        type=positive_float,
-        default=8.0,
+        dest="cache_bytes",
+        type=cache_budget,
+        default="8",
         help="memory for the video features kept between questions (default: 8; see docs/usage.md)",
     )
 
@@ -641,7 +649,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--prepared-videos", type=positive_int, default=4, help="videos kept decoded between requests (default: 4)"
     )
     serve_parser.add_argument(
-        "--cache-gib", type=positive_float, default=8.0, help="memory for video features kept between requests"
+        "--cache-gib",
+        dest="cache_bytes",
+        type=cache_budget,
+        default="8",
+        help="memory for video features kept between requests (default: 8)",
     )
     serve_parser.set_defaults(handler=run_serve)
 

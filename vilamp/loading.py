@@ -16,6 +16,11 @@ class ModelLoadError(Exception):
     """A model or device that cannot be had, said in one line that names it."""
 
 
+def gib_to_bytes(gib: float | str) -> int:
+    """A budget in GiB (`--cache-gib`, lmms-eval's `cache_gib`) in bytes, as `VilampVideoCache` takes it."""
+    return int(float(gib) * 2**30)
+
+
 def resolve_device(device: str):
     """The `torch.device` that `--device` names; `auto` is CUDA when torch sees one."""
     import torch

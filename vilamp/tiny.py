@@ -87,3 +87,10 @@ def tiny_model_and_processor(seed: int = 0) -> tuple[VilampForConditionalGenerat
         num_keyframes=2,
     )
     return model, processor
+
+
+def save_tiny_model(directory: str | Path) -> None:
+    """Saves the embedded default's model and processor in `directory`, as a model directory any loader takes."""
+    model, processor = tiny_model_and_processor()
+    model.save_pretrained(directory)
+    processor.save_pretrained(directory)
