@@ -2,9 +2,10 @@
 
 import os
 import re
+import runpy
 import shlex
-import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -68,19 +69,49 @@ def run_sample(language: str, code: str, workdir: Path) -> None:
             os.chdir(previous)
         return
     commands = [line for line in code.replace("\\\n", " ").splitlines() if line.strip()]
-    env = {
-        **os.environ,
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-        "PYTHONPATH": str(PROJECT_ROOT),  # benchmarks/ is run from a checkout, not installed
-    }
     for command in commands:
-        if command.startswith(NOT_RUN_HERE):
-            continue
-        words = shlex.split(command)
-        if words[0] == "python":
-            words[0] = sys.executable
-        result = subprocess.run(words, cwd=workdir, env=env, capture_output=True, text=True, timeout=300)
-        assert result.returncode == 0, f"{command}\n{result.stderr}"
+        if not command.startswith(NOT_RUN_HERE):
+            run_command(shlex.split(command), workdir)
+
+
+def run_command(words: list[str], workdir: Path) -> None:
+    """
+    A sample's `vilamp ...` or `python -m MODULE ...` line, run in this process as the shell would run it: `vilamp`
+    through the console script's function, `python -m` through runpy. A fresh Python would spend about 10 s here
+    importing torch and transformers again for each line; tests/test_cli.py runs the console script itself.
+    Benchmark harnesses still start a process of their own for each measurement, which finds `benchmarks/` through
+    PYTHONPATH.
+    """
+    from transformers.utils import logging
+
+    from vilamp import cli
+
+    previous = (Path.cwd(), sys.argv, os.environ.copy(), logging.is_progress_bar_enabled())
+    os.chdir(workdir)
+    os.environ["PYTHONPATH"] = str(PROJECT_ROOT)  # benchmarks/ is run from a checkout, not installed
+    try:
+        try:
+            if words[0] == "vilamp":
+                sys.argv = words
+                code = cli.main(words[1:])
+            else:
+                assert words[:2] == ["python", "-m"], f"a sample line this test does not know how to run: {words}"
+                sys.argv = [words[2], *words[3:]]
+                with warnings.catch_warnings():
+                    # An earlier test may have imported the module; `python -m` in a fresh process would not have.
+                    warnings.filterwarnings("ignore", ".* found in sys.modules", RuntimeWarning)
+                    runpy.run_module(words[2], run_name="__main__", alter_sys=True)
+                code = 0
+        except SystemExit as exit_:  # argparse's usage errors, and modules that end with sys.exit
+            code = exit_.code
+        assert code in (0, None), f"{shlex.join(words)} exited with {code}"
+    finally:
+        os.chdir(previous[0])
+        sys.argv = previous[1]
+        os.environ.clear()
+        os.environ.update(previous[2])
+        if previous[3]:
+            logging.enable_progress_bar()  # --quiet and --json turn transformers' bars off for the process
 
 
 @pytest.mark.parametrize(("document", "index"), sample_ids(DOCUMENTS))
