@@ -12,7 +12,7 @@ and this model the GPU of its local rank (`torchrun` on a machine without GPUs r
 """
 
 import json
-from collections import OrderedDict, defaultdict
+from collections import defaultdict
 from collections.abc import Iterator, Sequence
 
 import torch
@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from ..loading import gib_to_bytes, model_inputs
 from ..modeling_vilamp import VilampVideoCache
+from ..processing import PreparedVideos, file_identity
 from .prompts import RELEASED_MAX_NEW_TOKENS, parse_prompt, released_prompt
 
 
@@ -106,7 +107,7 @@ class Vilamp(lmms):
         # decoded, scored and encoded for the first and reused by the rest.
         self.video_cache = VilampVideoCache(max_bytes=gib_to_bytes(cache_gib))
         self.prepared_videos = int(prepared_videos)
-        self._prepared: OrderedDict = OrderedDict()
+        self._prepared = PreparedVideos(self.prepared_videos)
 
     @property
     def device(self) -> torch.device:
@@ -125,14 +126,8 @@ class Vilamp(lmms):
 
     def _prepare(self, video: str):
         """The video-only step for `video`, from the last `prepared_videos` videos when it is one of them."""
-        prepared = self._prepared.get(video)
-        if prepared is None:
-            sampling = {name: value for name, value in self.video_kwargs.items() if name != "num_keyframes"}
-            prepared = self._prepared[video] = self.processor.prepare_video(video, **sampling)
-        self._prepared.move_to_end(video)
-        while len(self._prepared) > self.prepared_videos:
-            self._prepared.popitem(last=False)
-        return prepared
+        sampling = {name: value for name, value in self.video_kwargs.items() if name != "num_keyframes"}
+        return self._prepared.get(file_identity(video), lambda: self.processor.prepare_video(video, **sampling))
 
     def _inputs(self, texts: list[str], videos: list[str], queries: list[str]) -> dict:
         prepared = [self._prepare(video) for video in videos]

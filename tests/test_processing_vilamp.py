@@ -396,3 +396,37 @@ def test_metadata_names_the_keyframes_chosen_for_relevance(heavy_fill_processor)
     assert int(inputs["frame_relevance"].argmax()) in chosen
     assert len(keyframes) == min(processor.num_keyframes, len(prepared.frames))
     assert prepared.metadata.relevance_keyframes is None  # the question's copy, not the prepared video's own
+
+
+def test_prepared_videos_keep_the_most_recent_and_start_empty_in_another_process(tmp_path):
+    import pickle
+
+    from vilamp.processing import PreparedVideos, file_identity
+
+    made = []
+
+    def prepare(name):
+        def make():
+            made.append(name)
+            return name.upper()  # stands in for a PreparedVideo
+
+        return make
+
+    videos = PreparedVideos(max_videos=2)
+    assert [videos.get(name, prepare(name)) for name in ("a", "b", "a", "c", "b")] == ["A", "B", "A", "C", "B"]
+    assert made == ["a", "b", "c", "b"]  # "b" was the least recently used when "c" came
+    copy = pickle.loads(pickle.dumps(videos))  # as a DataLoader worker gets it
+    assert len(copy) == 0 and copy.max_videos == 2 and copy.get("a", prepare("a")) == "A"
+    none_kept = PreparedVideos(max_videos=0)
+    none_kept.get("a", prepare("a")), none_kept.get("a", prepare("a"))
+    assert made[-2:] == ["a", "a"] and len(none_kept) == 0
+    with pytest.raises(ValueError, match="`max_videos` must be a non-negative integer, got -1"):
+        PreparedVideos(max_videos=-1)
+
+    path = tmp_path / "clip.mp4"
+    path.write_bytes(b"one")
+    first = file_identity(path)
+    path.write_bytes(b"other")
+    assert file_identity(path) != first and file_identity(path)[0] == str(path.resolve())
+    with pytest.raises(FileNotFoundError, match=f"no such video file: {tmp_path / 'gone.mp4'}"):
+        file_identity(tmp_path / "gone.mp4")

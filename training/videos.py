@@ -5,7 +5,6 @@ released data) decode and score it once.
 """
 
 import os
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +13,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from ..processing import VilampProcessor
+from ..processing import PreparedVideos, VilampProcessor
 from ..processing.video_processing_vilamp import PreparedVideo, VilampVideoMetadata
 
 
@@ -84,8 +83,7 @@ class PreparedVideoCache:
 
     Args:
         processor: the processor whose `prepare_video` makes them.
-        max_videos: videos kept; each holds its sampled frames at the tower's size as uint8 (600 frames at 384 px
-            are 265 MB). 0 turns the cache off.
+        max_videos: videos kept (`PreparedVideos`); 0 turns the cache off.
         frame_folder_fps: the rate at which a folder's images were taken from their video; the processor samples
             them like any video (at its default 1 fps from 1 fps frames, every image).
         keep_scorer_inputs: also keep what the frame scorer read (`PreparedVideo.scorer_pixel_values`), to train it.
@@ -98,31 +96,20 @@ class PreparedVideoCache:
         frame_folder_fps: float = 1.0,
         keep_scorer_inputs: bool = False,
     ):
-        if isinstance(max_videos, bool) or not isinstance(max_videos, int) or max_videos < 0:
-            raise ValueError(f"`max_videos` must be a non-negative integer, got {max_videos!r}.")
         if not (isinstance(frame_folder_fps, (int, float)) and frame_folder_fps > 0):
             raise ValueError(f"`frame_folder_fps` must be a positive number, got {frame_folder_fps!r}.")
         self.processor = processor
-        self.max_videos = max_videos
+        self.videos = PreparedVideos(max_videos)
         self.frame_folder_fps = frame_folder_fps
         self.keep_scorer_inputs = keep_scorer_inputs
-        self.cache: OrderedDict[tuple, PreparedVideo] = OrderedDict()
-
-    def __getstate__(self) -> dict:
-        # Each process fills its own cache: shipping decoded videos to DataLoader workers costs more than decoding.
-        return {**self.__dict__, "cache": OrderedDict()}
 
     def prepare(self, video: VideoParts, settings: Mapping) -> PreparedVideo:
         """The prepared concatenation of `video`'s parts under the processor keyword arguments `settings`."""
         # The settings (max_frames, fps, ...) decide which frames are kept, so they are part of the key.
         key = (video, repr(sorted(settings.items())))
-        if key not in self.cache:
-            self.cache[key] = concatenate_videos([self.prepare_part(path, settings) for path in video.paths])
-        self.cache.move_to_end(key)
-        prepared = self.cache[key]
-        if len(self.cache) > self.max_videos:
-            self.cache.popitem(last=False)
-        return prepared
+        return self.videos.get(
+            key, lambda: concatenate_videos([self.prepare_part(path, settings) for path in video.paths])
+        )
 
     def prepare_part(self, path: Path, settings: Mapping) -> PreparedVideo:
         """One video file, or one folder of frames, through the processor's video-only step."""
