@@ -29,6 +29,7 @@ pytestmark = pytest.mark.skipif(
 
 
 QUESTIONS = ("What is the rabbit doing?", "Where is it?")
+REQUEST_LIMIT = 256 * 1024
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +44,7 @@ def tiny_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def client(tiny_dir):
     """An `openai` client of the app, served on a free port of 127.0.0.1 for this module."""
-    app = build_app(str(tiny_dir), device="cpu", dtype="float32", max_frames=60)
+    app = build_app(str(tiny_dir), device="cpu", dtype="float32", max_frames=60, max_request_bytes=REQUEST_LIMIT)
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -133,6 +134,72 @@ def test_a_changed_file_is_prepared_again(client, tmp_path):
     time.sleep(0.01)
     write_video(path, numbered_frames(125, 48, 64)[::-1].copy(), fps=25)  # other frames, size and time
     assert ask(client, path, QUESTIONS[0]).strip() == asked_directly(path, QUESTIONS[0])
+
+
+@pytest.fixture
+def web_folder(tmp_path):
+    """A folder served over http on a free port of 127.0.0.1: (folder, base URL)."""
+    import functools
+    import http.server
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield tmp_path, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    thread.join(timeout=30)
+
+
+def test_a_url_is_prepared_again_only_when_its_content_changes(client, web_folder, monkeypatch):
+    from vilamp.processing import PreparedVideo, VilampProcessor
+
+    folder, base = web_folder
+    path = write_video(folder / "clip.mp4", numbered_frames(75, 48, 64), fps=25)
+    expected = asked_directly(path, QUESTIONS[0])
+    prepared_paths = []
+    prepare_video = VilampProcessor.prepare_video
+
+    def counted(self, video, *args, **kwargs):
+        if not isinstance(video, PreparedVideo):  # the server's own preparation, not the question's pass-through
+            prepared_paths.append(video)
+        return prepare_video(self, video, *args, **kwargs)
+
+    monkeypatch.setattr(VilampProcessor, "prepare_video", counted)
+    assert [ask(client, f"{base}/clip.mp4", QUESTIONS[0]).strip() for _ in range(2)] == [expected, expected]
+    assert len(prepared_paths) == 1  # downloaded twice, decoded once: the same bytes
+    write_video(path, numbered_frames(125, 48, 64)[::-1].copy(), fps=25)
+    answer = ask(client, f"{base}/clip.mp4", QUESTIONS[0]).strip()
+    assert len(prepared_paths) == 2
+    assert answer == asked_directly(path, QUESTIONS[0])
+    with pytest.raises(openai.BadRequestError) as raised:
+        ask(client, f"{base}/missing.mp4", QUESTIONS[0])
+    assert f"Cannot download video {base}/missing.mp4: HTTP Error 404" in raised.value.response.json()["detail"]
+
+
+def test_a_request_over_the_size_limit_gets_a_413_naming_it(client):
+    import http.client
+    import json
+    import urllib.parse
+
+    question = "What? " * (REQUEST_LIMIT // 6 + 1)
+    with pytest.raises(openai.APIStatusError) as raised:
+        ask(client, CLIP_PATH, question)
+    assert raised.value.status_code == 413
+    assert f"above this server's limit of {REQUEST_LIMIT:,} bytes" in raised.value.response.json()["detail"]
+    # Without a Content-Length (a chunked body), the server counts what arrives.
+    address = urllib.parse.urlsplit(str(client.base_url))
+    connection = http.client.HTTPConnection(address.hostname, address.port, timeout=60)
+    body = json.dumps({"model": "m", "messages": messages(str(CLIP_PATH), question)}).encode()
+    chunks = (body[start : start + 4096] for start in range(0, len(body), 4096))
+    connection.request(
+        "POST", "/v1/chat/completions", body=chunks, encode_chunked=True, headers={"Content-Type": "application/json"}
+    )
+    response = connection.getresponse()
+    assert response.status == 413 and "above this server's limit" in json.load(response)["detail"]
+    connection.close()
+    assert ask(client, CLIP_PATH, QUESTIONS[1])  # and the server goes on answering
 
 
 def test_the_server_answers_while_a_video_is_being_prepared(client, tmp_path, monkeypatch):

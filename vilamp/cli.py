@@ -418,6 +418,7 @@ def run_serve(args: argparse.Namespace) -> int:
             max_frames=args.max_frames,
             max_prepared_videos=args.prepared_videos,
             cache_bytes=args.cache_bytes,
+            max_request_bytes=args.max_request_mb * 2**20,
         )
         print(f"serving {model} at http://{args.host}:{args.port}/v1 (Ctrl-C stops)", flush=True)
         uvicorn.run(app, host=args.host, port=args.port, log_level="warning" if args.quiet else "info")
@@ -654,6 +655,9 @@ def build_parser() -> argparse.ArgumentParser:
         type=cache_budget,
         default="8",
         help="memory for video features kept between requests (default: 8)",
+    )
+    serve_parser.add_argument(
+        "--max-request-mb", type=positive_int, default=16, help="largest request body accepted (default: 16)"
     )
     serve_parser.set_defaults(handler=run_serve)
 

@@ -2,14 +2,17 @@
 `vilamp serve`: ViLAMP behind transformers' own OpenAI-compatible server (`transformers serve`, docs/serving.md).
 
 transformers' server picks a model's class and modality from its static name tables, which a model registered with
-the Auto classes is not in, and asks for 32 uniform frames of every video. Three subclasses, in this one place,
+the Auto classes is not in, and asks for 32 uniform frames of every video. Two subclasses, in this one place,
 make it serve ViLAMP as `vilamp ask` answers:
 
 - `VilampModelManager` loads through `AutoModelForImageTextToText` and reports the vision-language modality;
-- `VilampChatCompletionHandler` prepares each video once per file identity and sampling settings (a local path,
-  `file://` or http(s) URL; ViLAMP's own 1 fps sampling unless the request's `chat_template_kwargs` say otherwise),
-  answers a missing or undecodable file or bad settings with a 400 JSON error, and hands the model a
-  `VilampVideoCache`, so that the next question about a video skips its decoding and its vision tower.
+- `VilampChatCompletionHandler` prepares each video once per file identity (path, size, modification time; the
+  bytes' SHA-256 for an http(s) URL) and sampling settings (ViLAMP's own 1 fps sampling unless the request's
+  `chat_template_kwargs` say otherwise), answers a missing or undecodable file or bad settings with a 400 JSON
+  error, and hands the model a `VilampVideoCache`, so that the next question about a video skips its decoding and
+  its vision tower.
+
+`RequestSizeLimit` refuses request bodies over `vilamp serve --max-request-mb` with a 413.
 
 Requests are answered one at a time on the model's inference thread, as transformers' server does for
 vision-language models; a request's videos are decoded and scored in a worker thread before its question queues
@@ -17,9 +20,8 @@ there, so that the server goes on answering other requests and /health meanwhile
 """
 
 import asyncio
-import os
-import threading
-from collections import OrderedDict
+import hashlib
+import json
 from pathlib import Path
 
 import transformers
@@ -31,7 +33,9 @@ from transformers.cli.serving.utils import Modality
 
 from .loading import first_line
 from .modeling_vilamp import VilampVideoCache
+from .processing import PreparedVideos, file_identity
 from .processing.keyframes import check_num_keyframes
+from .processing.video_decoding import download, is_url
 
 
 # transformers 5.25 rebuilt its server (a process per model, other classes): these subclasses are 5.24's.
@@ -49,6 +53,68 @@ def check_server_release() -> None:
 
 # The request's `chat_template_kwargs` that decide which frames a video keeps (part of a prepared video's key).
 SAMPLING_SETTINGS = ("max_frames", "fps", "num_frames")
+
+
+def sha256_of(path: Path) -> str:
+    """The hex SHA-256 of a file's bytes, read a megabyte at a time."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        while chunk := file.read(2**20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def prepare_or_400(processor, video: str | Path, sampling: dict, name: str | None = None):
+    """`processor.prepare_video(video)`, or a 400 naming the video (`name`, for a download) if it cannot be decoded."""
+    name = name or str(video)
+    try:
+        return processor.prepare_video(str(video), **sampling)
+    except (OSError, ValueError) as error:
+        message = first_line(error).replace(str(video), name)
+        raise HTTPException(
+            status_code=400, detail=message if name in message else f"cannot decode video {name}: {message}"
+        ) from error
+
+
+class RequestSizeLimit:
+    """
+    ASGI middleware: a request whose body is over `max_bytes` gets a 413 JSON error naming the limit, before the
+    app reads it. A body without a Content-Length (chunked) is counted as it arrives, and kept to hand on.
+    """
+
+    def __init__(self, app, max_bytes: int):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None:
+            if int(declared) > self.max_bytes:
+                return await self.refuse(send, f"{int(declared):,} bytes")
+            return await self.app(scope, receive, send)
+        messages, size = [], 0
+        while True:
+            message = await receive()
+            messages.append(message)
+            size += len(message.get("body", b""))
+            if size > self.max_bytes:
+                return await self.refuse(send, f"more than {self.max_bytes:,} bytes")
+            if message["type"] != "http.request" or not message.get("more_body"):
+                break
+
+        async def replay():
+            return messages.pop(0) if messages else await receive()
+
+        return await self.app(scope, replay, send)
+
+    async def refuse(self, send, size: str) -> None:
+        detail = f"the request body ({size}) is above this server's limit of {self.max_bytes:,} bytes"
+        body = json.dumps({"detail": detail}).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
 
 class VilampModelManager(ModelManager):
@@ -82,11 +148,9 @@ class VilampChatCompletionHandler(ChatCompletionHandler):
         self, *args, max_prepared_videos: int = 4, cache_bytes: int = 8 * 2**30, max_frames: int = 600, **kwargs
     ):
         super().__init__(*args, **kwargs)
-        self.max_prepared_videos = max_prepared_videos
         self.max_frames = max_frames
         self.video_cache = VilampVideoCache(max_bytes=cache_bytes)
-        self.prepared: OrderedDict[tuple, object] = OrderedDict()
-        self._prepared_lock = threading.Lock()  # requests prepare their videos in worker threads
+        self.prepared = PreparedVideos(max_prepared_videos)  # shared by the requests' worker threads
         self._request_videos: dict[str, object] = {}
 
     async def handle_request(self, body: dict, request_id: str):
@@ -131,34 +195,29 @@ class VilampChatCompletionHandler(ChatCompletionHandler):
                 detail=f"max_frames {sampling['max_frames']} is above this server's limit of {self.max_frames}.",
             )
         video = url.removeprefix("file://")
-        if video.startswith(("http://", "https://")):
-            identity = (video,)  # downloaded again each time; its frames' digest still keys the model's cache
-        else:
-            try:
-                stat = os.stat(video)
-            except OSError as error:
-                raise HTTPException(status_code=400, detail=f"no such video file: {video}") from error
-            if not Path(video).is_file():
-                raise HTTPException(status_code=400, detail=f"not a video file: {video}")
-            # A file changed since it was prepared has another size or modification time: it is prepared again.
-            identity = (str(Path(video).resolve()), stat.st_size, stat.st_mtime_ns)
+        if is_url(video):
+            return self.prepared_url(video, processor, sampling)
+        try:
+            identity = file_identity(video)
+        except FileNotFoundError as error:
+            raise HTTPException(status_code=400, detail=first_line(error)) from error
+        if not Path(video).is_file():
+            raise HTTPException(status_code=400, detail=f"not a video file: {video}")
+        # A file changed since it was prepared has another size or modification time: it is prepared again.
         key = (*identity, tuple(sorted(sampling.items())))
-        with self._prepared_lock:
-            prepared = self.prepared.get(key)
-        if prepared is None:
-            try:
-                prepared = processor.prepare_video(video, **sampling)
-            except (OSError, ValueError) as error:
-                message = first_line(error)
-                raise HTTPException(
-                    status_code=400, detail=message if video in message else f"cannot decode video {video}: {message}"
-                ) from error
-        with self._prepared_lock:
-            self.prepared[key] = prepared
-            self.prepared.move_to_end(key)
-            while len(self.prepared) > self.max_prepared_videos:
-                self.prepared.popitem(last=False)
-        return prepared
+        return self.prepared.get(key, lambda: prepare_or_400(processor, video, sampling))
+
+    def prepared_url(self, url: str, processor, sampling: dict):
+        """An http(s) video: downloaded for every request, prepared again only when its bytes differ."""
+        try:
+            path = download(url)
+        except ValueError as error:
+            raise HTTPException(status_code=400, detail=first_line(error)) from error
+        try:
+            key = ("sha256", sha256_of(path), tuple(sorted(sampling.items())))
+            return self.prepared.get(key, lambda: prepare_or_400(processor, path, sampling, name=url))
+        finally:
+            path.unlink(missing_ok=True)
 
     def _streaming(self, request_id, model, processor, model_id, inputs, gen_config, gen_manager, tools=None):
         inputs["video_cache"] = self.video_cache
@@ -180,8 +239,12 @@ def build_app(
     max_frames: int = 600,
     max_prepared_videos: int = 4,
     cache_bytes: int = 8 * 2**30,
+    max_request_bytes: int = 16 * 2**20,
 ):
-    """transformers' serving app for the ViLAMP model directory `model_dir`, loaded at once and kept."""
+    """
+    transformers' serving app for the ViLAMP model directory `model_dir`, loaded at once and kept; request bodies
+    over `max_request_bytes` are refused with a 413.
+    """
     check_server_release()
     from transformers.cli.serving.completion import CompletionHandler
     from transformers.cli.serving.response import ResponseHandler
@@ -202,7 +265,7 @@ def build_app(
         cache_bytes=cache_bytes,
         max_frames=max_frames,
     )
-    return build_server(
+    app = build_server(
         model_manager,
         chat_handler,
         completion_handler=CompletionHandler(model_manager=model_manager, generation_state=generation_state),
@@ -211,3 +274,5 @@ def build_app(
         systemone_handler=SystemOneHandler(model_manager, generation_state, chat_template_kwargs=defaults),
         generation_state=generation_state,
     )
+    app.add_middleware(RequestSizeLimit, max_bytes=max_request_bytes)
+    return app
