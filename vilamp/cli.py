@@ -351,18 +351,16 @@ def run_chat(args: argparse.Namespace) -> int:
         print("answer: ", end="", flush=True)
         streamer = TextStreamer(processor.tokenizer, skip_prompt=True, skip_special_tokens=True)
         try:
-            _, inputs = ask(
+            answer, inputs = ask(
                 model, processor, prepared, question, args.keyframes, args.max_new_tokens, video_cache, False, streamer
             )
         except KeyboardInterrupt:
             print("\n(answer interrupted)")
             continue
-        keyframes = inputs["keyframe_mask"].nonzero()[:, 0].tolist()
-        timestamps = inputs["video_metadata"][0].timestamps
+        record = summarize(processor, inputs, answer, args.video, question, args.model)
         print(
-            f"(keyframes at {', '.join(format_timestamp(timestamps[index]) for index in keyframes)}; "
-            f"{processor.num_visual_tokens(len(prepared.frames), len(keyframes)):,} visual tokens; "
-            f"{time.perf_counter() - start:.1f} s)"
+            f"(keyframes at {', '.join(keyframe['timestamp'] for keyframe in record['keyframes'])}; "
+            f"{record['visual_tokens']:,} visual tokens; {time.perf_counter() - start:.1f} s)"
         )
 
 
