@@ -26,6 +26,7 @@ from conftest import (
     run_without_project,
     tiny_config,
     tiny_model,
+    video_training_batch,
 )
 from vilamp.conversion.verify_conversion import expand_image_index
 from vilamp.modeling_vilamp import VilampConfig, VilampForConditionalGeneration, VilampModel
@@ -518,6 +519,36 @@ def test_gradients_do_not_depend_on_the_vision_chunk_size():
     assert chunked.keys() == whole.keys() and "model.feature_merger.temperature" in chunked
     for name in whole:
         torch.testing.assert_close(chunked[name], whole[name], rtol=1e-5, atol=1e-6, msg=name)
+
+
+def saved_bytes_for_backward(num_frames: int, checkpointing: bool) -> int:
+    """Bytes of the distinct storages a training step keeps for backward, on a video of `num_frames` 54 px frames."""
+    model = tiny_model(seed=0, vision_chunk_size=4).train()
+    if checkpointing:
+        model.activation_checkpointing_enable()
+    keyframe_mask = torch.zeros(num_frames, dtype=torch.bool)
+    keyframe_mask[[0, -1]] = True
+    storages = {}
+
+    def keep(tensor):
+        storages[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(keep, lambda tensor: tensor):
+        model(**video_training_batch(keyframe_mask, seed=1))
+    return sum(storages.values())
+
+
+def test_a_training_step_keeps_about_each_frames_own_bytes_not_its_activations():
+    # The README's claim: with activation checkpointing (chunk by chunk), a training step's memory grows by about
+    # the frames' own size per frame, not by their activations. Measured on what autograd keeps for backward.
+    frame_bytes = 3 * 54 * 54  # one uint8 frame
+    per_frame = {
+        checkpointing: (saved_bytes_for_backward(24, checkpointing) - saved_bytes_for_backward(8, checkpointing)) / 16
+        for checkpointing in (True, False)
+    }
+    assert frame_bytes <= per_frame[True] < 2 * frame_bytes  # the frame, and its one merged token's few tensors
+    assert per_frame[False] > 100 * per_frame[True]  # without checkpointing: every layer's activations
 
 
 # --- generate() options and transformers' multimodal contract ---------------------------------------------------
