@@ -199,7 +199,7 @@ class VilampChatCompletionHandler(ChatCompletionHandler):
             return self.prepared_url(video, processor, sampling)
         try:
             identity = file_identity(video)
-        except FileNotFoundError as error:
+        except OSError as error:  # missing, or not ours to read: named either way
             raise HTTPException(status_code=400, detail=first_line(error)) from error
         if not Path(video).is_file():
             raise HTTPException(status_code=400, detail=f"not a video file: {video}")
