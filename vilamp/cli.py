@@ -583,11 +583,26 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--debug", action="store_true", help="show the full traceback on errors")
     commands = parser.add_subparsers(dest="command", required=True, metavar="{ask,chat,serve,tiny,convert,train}")
 
-    answering = argparse.ArgumentParser(add_help=False, parents=[common])
+    # What `ask`, `chat` and `serve` load, where, and the video features they keep for later questions.
+    model_options = argparse.ArgumentParser(add_help=False, parents=[common])
+    model_options.add_argument(
+        "--model", help="converted ViLAMP: a directory or Hub id (default: embedded tiny model)"
+    )
+    model_options.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    model_options.add_argument("--dtype", choices=DTYPES, default="auto", help="model dtype (default: as saved)")
+    model_options.add_argument(
+        "--cache-gib",
+        dest="cache_bytes",
+        metavar="GIB",
+        type=cache_budget,
+        default="8",
+        help="memory for the video features kept for later questions (default: 8; see docs/usage.md)",
+    )
+
+    answering = argparse.ArgumentParser(add_help=False, parents=[model_options])
     answering.add_argument(
         "video", nargs="?", help="video file or http(s) URL (default: the bundled clip, embedded default only)"
     )
-    answering.add_argument("--model", help="converted ViLAMP: a directory or Hub id (default: embedded tiny model)")
     answering.add_argument(
         "--trust-remote-code",
         action="store_true",
@@ -596,16 +611,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     answering.add_argument("--max-frames", type=positive_int, help="cap on sampled frames (processor default: 600)")
     answering.add_argument("--keyframes", type=positive_int, help="K, the keyframes kept (processor default: 32)")
-    answering.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    answering.add_argument("--dtype", choices=DTYPES, default="auto", help="model dtype (default: as saved)")
     answering.add_argument("--max-new-tokens", type=positive_int, default=64)
-    answering.add_argument(
-        "--cache-gib",
-        dest="cache_bytes",
-        type=cache_budget,
-        default="8",
-        help="memory for the video features kept between questions (default: 8; see docs/usage.md)",
-    )
 
     ask_parser = commands.add_parser("ask", parents=[answering], help="answer questions about a video")
     ask_parser.add_argument(
@@ -634,25 +640,15 @@ def build_parser() -> argparse.ArgumentParser:
     tiny_parser.set_defaults(handler=run_tiny)
 
     serve_parser = commands.add_parser(
-        "serve", parents=[common], help="answer over an OpenAI-compatible HTTP API (see docs/serving.md)"
+        "serve", parents=[model_options], help="answer over an OpenAI-compatible HTTP API (see docs/serving.md)"
     )
-    serve_parser.add_argument("--model", help="converted ViLAMP: a directory or Hub id (default: embedded tiny model)")
     serve_parser.add_argument("--host", default="127.0.0.1", help="default: 127.0.0.1 (this machine only)")
     serve_parser.add_argument("--port", type=positive_int, default=8000)
-    serve_parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    serve_parser.add_argument("--dtype", choices=DTYPES, default="auto", help="model dtype (default: as saved)")
     serve_parser.add_argument(
         "--max-frames", type=positive_int, default=600, help="frames sampled per video, at most (default: 600)"
     )
     serve_parser.add_argument(
         "--prepared-videos", type=positive_int, default=4, help="videos kept decoded between requests (default: 4)"
-    )
-    serve_parser.add_argument(
-        "--cache-gib",
-        dest="cache_bytes",
-        type=cache_budget,
-        default="8",
-        help="memory for video features kept between requests (default: 8)",
     )
     serve_parser.add_argument(
         "--max-request-mb", type=positive_int, default=16, help="largest request body accepted (default: 16)"
