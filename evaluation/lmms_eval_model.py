@@ -127,7 +127,9 @@ class Vilamp(lmms):
     def _prepare(self, video: str):
         """The video-only step for `video`, from the last `prepared_videos` videos when it is one of them."""
         sampling = {name: value for name, value in self.video_kwargs.items() if name != "num_keyframes"}
-        return self._prepared.get(file_identity(video), lambda: self.processor.prepare_video(video, **sampling))
+        return self._prepared.get(
+            file_identity(video), sampling, lambda: self.processor.prepare_video(video, **sampling)
+        )
 
     def _inputs(self, texts: list[str], videos: list[str], queries: list[str]) -> dict:
         prepared = [self._prepare(video) for video in videos]

@@ -7,7 +7,7 @@ video asked about again is not decoded and scored again.
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Mapping
 from pathlib import Path
 
 from .video_processing_vilamp import PreparedVideo
@@ -27,7 +27,7 @@ def file_identity(path: str | os.PathLike) -> tuple[str, int, int]:
 
 class PreparedVideos:
     """
-    The last `max_videos` prepared videos by key, least recently used first out. Safe to share between threads;
+    The last `max_videos` prepared videos, least recently used first out. Safe to share between threads;
     a video is prepared outside the lock, so two threads may prepare the same video at once (both get an equal one).
 
     Args:
@@ -52,8 +52,13 @@ class PreparedVideos:
     def __setstate__(self, state: dict) -> None:
         self.__init__(state["max_videos"])
 
-    def get(self, key: Hashable, prepare: Callable[[], PreparedVideo]) -> PreparedVideo:
-        """The video kept under `key`, or `prepare()`'s result, which is then kept."""
+    def get(self, identity: Hashable, settings: Mapping, prepare: Callable[[], PreparedVideo]) -> PreparedVideo:
+        """
+        The video kept for `identity` (which file or content) under the processor keyword arguments `settings`, or
+        `prepare()`'s result, which is then kept. The settings (max_frames, fps, ...) decide which frames are kept, so
+        they are part of the key.
+        """
+        key = (identity, repr(sorted(settings.items())))
         with self._lock:
             prepared = self._videos.get(key)
             if prepared is not None:

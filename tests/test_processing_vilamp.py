@@ -412,13 +412,17 @@ def test_prepared_videos_keep_the_most_recent_and_start_empty_in_another_process
 
         return make
 
+    settings = {"max_frames": 600}
     videos = PreparedVideos(max_videos=2)
-    assert [videos.get(name, prepare(name)) for name in ("a", "b", "a", "c", "b")] == ["A", "B", "A", "C", "B"]
+    got = [videos.get(name, settings, prepare(name)) for name in ("a", "b", "a", "c", "b")]
+    assert got == ["A", "B", "A", "C", "B"]
     assert made == ["a", "b", "c", "b"]  # "b" was the least recently used when "c" came
+    videos.get("b", {"max_frames": 60}, prepare("b"))  # other settings keep other frames: prepared again
+    assert made[-1] == "b" and len(made) == 5
     copy = pickle.loads(pickle.dumps(videos))  # as a DataLoader worker gets it
-    assert len(copy) == 0 and copy.max_videos == 2 and copy.get("a", prepare("a")) == "A"
+    assert len(copy) == 0 and copy.max_videos == 2 and copy.get("a", settings, prepare("a")) == "A"
     none_kept = PreparedVideos(max_videos=0)
-    none_kept.get("a", prepare("a")), none_kept.get("a", prepare("a"))
+    none_kept.get("a", settings, prepare("a")), none_kept.get("a", settings, prepare("a"))
     assert made[-2:] == ["a", "a"] and len(none_kept) == 0
     with pytest.raises(ValueError, match="`max_videos` must be a non-negative integer, got -1"):
         PreparedVideos(max_videos=-1)

@@ -105,10 +105,8 @@ class PreparedVideoCache:
 
     def prepare(self, video: VideoParts, settings: Mapping) -> PreparedVideo:
         """The prepared concatenation of `video`'s parts under the processor keyword arguments `settings`."""
-        # The settings (max_frames, fps, ...) decide which frames are kept, so they are part of the key.
-        key = (video, repr(sorted(settings.items())))
         return self.videos.get(
-            key, lambda: concatenate_videos([self.prepare_part(path, settings) for path in video.paths])
+            video, settings, lambda: concatenate_videos([self.prepare_part(path, settings) for path in video.paths])
         )
 
     def prepare_part(self, path: Path, settings: Mapping) -> PreparedVideo:

@@ -204,8 +204,7 @@ class VilampChatCompletionHandler(ChatCompletionHandler):
         if not Path(video).is_file():
             raise HTTPException(status_code=400, detail=f"not a video file: {video}")
         # A file changed since it was prepared has another size or modification time: it is prepared again.
-        key = (*identity, tuple(sorted(sampling.items())))
-        return self.prepared.get(key, lambda: prepare_or_400(processor, video, sampling))
+        return self.prepared.get(identity, sampling, lambda: prepare_or_400(processor, video, sampling))
 
     def prepared_url(self, url: str, processor, sampling: dict):
         """An http(s) video: downloaded for every request, prepared again only when its bytes differ."""
@@ -214,8 +213,8 @@ class VilampChatCompletionHandler(ChatCompletionHandler):
         except ValueError as error:
             raise HTTPException(status_code=400, detail=first_line(error)) from error
         try:
-            key = ("sha256", sha256_of(path), tuple(sorted(sampling.items())))
-            return self.prepared.get(key, lambda: prepare_or_400(processor, path, sampling, name=url))
+            identity = ("sha256", sha256_of(path))
+            return self.prepared.get(identity, sampling, lambda: prepare_or_400(processor, path, sampling, name=url))
         finally:
             path.unlink(missing_ok=True)
 
