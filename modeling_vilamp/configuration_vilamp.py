@@ -53,7 +53,7 @@ class VilampConfig(PreTrainedConfig):
         vision_chunk_size (`int`, *optional*):
             Frames sent through the vision tower at once. `None` picks 8 on CPU and 64 on accelerators.
         pixel_mean (`list[float]`, *optional*, defaults to `[0.5, 0.5, 0.5]`):
-            Mean used to normalise `uint8` frames inside the model.
+            Mean used to normalise the processor's `uint8` frames inside the model (the processor never normalises).
         pixel_std (`list[float]`, *optional*, defaults to `[0.5, 0.5, 0.5]`):
             Standard deviation used to normalise `uint8` frames inside the model.
         tie_word_embeddings (`bool`, *optional*, defaults to `False`):

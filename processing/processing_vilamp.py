@@ -304,9 +304,7 @@ class VilampProcessor(ProcessorMixin):
             frame_relevance(video.frame_embeds, embed) for video, embed in zip(prepared, query_embeds, strict=True)
         ]
         data = {
-            "pixel_values_videos": concatenated(
-                [self.video_processor.to_pixel_values(video.frames, **kwargs) for video in prepared]
-            ),
+            "pixel_values_videos": concatenated([torch.from_numpy(video.frames) for video in prepared]),
             "keyframe_mask": torch.cat(keyframe_masks),
             "query_embeds": query_embeds,
             "video_frame_counts": torch.tensor([len(video.frames) for video in prepared]),

@@ -252,6 +252,25 @@ def test_num_frames_samples_uniformly_and_excludes_fps(heavy_fill_processor):
         heavy_fill_processor(text=QUESTION_PROMPT.format("Q?"), videos=str(CLIP_PATH), num_frames=500)
 
 
+def test_video_kwargs_reach_the_video_processor_flat_nested_and_from_its_defaults(heavy_fill):
+    """What transformers' kwargs tests check with `do_rescale` (refused here), checked with `num_frames`."""
+    frames = numbered_frames(12, 16, 16)
+    prompts = [QUESTION_PROMPT.format("Q?")] * 2
+
+    def frame_counts(processor, **kwargs) -> list[int]:
+        return processor(text=prompts, videos=[frames, frames], **kwargs)["video_frame_counts"].tolist()
+
+    defaults_to_five = fixture_processor(
+        heavy_fill, video_processor=VilampVideoProcessor(size={"height": 54, "width": 54}, num_frames=5)
+    )
+    assert frame_counts(defaults_to_five) == [5, 5]
+    assert frame_counts(defaults_to_five, text_kwargs={"padding": "max_length", "max_length": 900}) == [5, 5]
+    assert frame_counts(defaults_to_five, num_frames=3) == [3, 3]
+    assert frame_counts(defaults_to_five, videos_kwargs={"num_frames": 4}) == [4, 4]
+    nested = frame_counts(defaults_to_five, common_kwargs={"return_tensors": "pt"}, videos_kwargs={"num_frames": 2})
+    assert nested == [2, 2]
+
+
 def test_mm_token_type_ids_mark_the_video_placeholders(heavy_fill_processor):
     batch = heavy_fill_processor(
         text=QUESTION_PROMPT.format("Q?"), videos=numbered_frames(3, 16, 16), return_mm_token_type_ids=True
@@ -302,16 +321,21 @@ def test_frames_in_memory_take_their_rate_from_video_metadata(heavy_fill_process
     ]
 
 
-def test_video_processor_flags_normalise_or_refuse(heavy_fill_processor):
-    video_processor = heavy_fill_processor.video_processor
+def test_video_processor_refuses_settings_that_would_change_the_uint8_frames(heavy_fill_processor):
+    """The model normalises uint8 frames with its config's pixel_mean/pixel_std: no second owner in the processor."""
     frames = numbered_frames(3, 20, 30)
-    as_uint8 = video_processor(frames, return_tensors="pt")["pixel_values_videos"]
-    normalised = video_processor(frames, do_rescale=True, do_normalize=True, return_tensors="pt")
-    # The values the model computes itself from uint8 frames (mean 0.5, std 0.5).
-    torch.testing.assert_close(normalised["pixel_values_videos"], (as_uint8.float() / 255 - 0.5) / 0.5)
-    for flag in ("do_resize", "do_convert_rgb"):
-        with pytest.raises(ValueError, match="cannot be turned off"):
-            video_processor(frames, **{flag: False})
+    pixels = heavy_fill_processor.video_processor(frames, return_tensors="pt")["pixel_values_videos"]
+    assert pixels.dtype == torch.uint8
+    for flag, value, message in (
+        ("do_resize", False, "cannot be turned off"),
+        ("do_convert_rgb", False, "cannot be turned off"),
+        ("do_rescale", True, "cannot be turned on"),
+        ("do_normalize", True, "cannot be turned on"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            heavy_fill_processor.video_processor(frames, **{flag: value})
+        with pytest.raises(ValueError, match=message):
+            heavy_fill_processor(text=QUESTION_PROMPT.format("Q?"), videos=frames, **{flag: value})
 
 
 def test_chat_template_marks_the_assistants_words_for_assistant_masks():

@@ -323,7 +323,7 @@ def run_chat(args: argparse.Namespace) -> int:
 
     video_cache = VilampVideoCache(max_bytes=args.cache_bytes)
     prepared = prepare_video(processor, args.video, args.max_frames, show_progress, show_decoder_logs=args.debug)
-    pixel_values = processor.video_processor.to_pixel_values(prepared.frames)
+    pixel_values = torch.from_numpy(prepared.frames)
     with torch.no_grad(), encoding_progress(model, len(prepared.frames), enabled=show_progress):
         model.model.cache_videos(pixel_values, [prepared.key], video_cache)
     try:
