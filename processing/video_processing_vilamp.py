@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from transformers import BatchFeature
-from transformers.image_utils import PILImageResampling
+from transformers.image_utils import ChannelDimension, PILImageResampling
 from transformers.processing_utils import Unpack, VideosKwargs
 from transformers.utils import auto_docstring
 from transformers.video_processing_utils import BaseVideoProcessor
@@ -242,7 +242,11 @@ class VilampVideoProcessor(BaseVideoProcessor):
         return sample_at_rate(np.asarray(times) if times is not None else None, total, metadata.fps, fps, max_frames)
 
     def check_frame_settings(self, kwargs: dict) -> None:
-        """Refuses the transformers settings that would give frames other than the RGB, tower-sized uint8 ones."""
+        """
+        Refuses the transformers settings that would give frames other than ViLAMP's: RGB, square at the tower's
+        size, resized bicubic, uint8, channels first, on the CPU. Settings that only apply with a refused flag
+        (`image_mean` without `do_normalize`) play no part, as in transformers.
+        """
         if not (kwargs.get("do_resize", self.do_resize) and kwargs.get("do_convert_rgb", self.do_convert_rgb)):
             raise ValueError(
                 "ViLAMP's vision tower takes RGB frames of its own size: `do_resize` and `do_convert_rgb` cannot be "
@@ -252,6 +256,18 @@ class VilampVideoProcessor(BaseVideoProcessor):
             raise ValueError(
                 "ViLAMP's frames stay uint8 and the model normalises them with its config's `pixel_mean` and "
                 "`pixel_std`: `do_rescale` and `do_normalize` cannot be turned on."
+            )
+        own = ("size", "resample", "default_to_square")
+        changed = [name for name in own if kwargs.get(name) is not None and kwargs[name] != getattr(self, name)]
+        changed += [name for name in ("do_center_crop", "do_pad") if kwargs.get(name)]
+        if kwargs.get("data_format") not in (None, ChannelDimension.FIRST):
+            changed.append("data_format")
+        if kwargs.get("device") not in (None, "cpu"):
+            changed.append("device")
+        if changed:
+            raise ValueError(
+                f"ViLAMP's frames are square at the tower's size ({self.image_size} px), resized bicubic without "
+                f"cropping or padding, channels first, on the CPU: {changed} cannot be changed per call."
             )
 
     def process_video(

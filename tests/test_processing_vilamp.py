@@ -322,7 +322,10 @@ def test_frames_in_memory_take_their_rate_from_video_metadata(heavy_fill_process
 
 
 def test_video_processor_refuses_settings_that_would_change_the_uint8_frames(heavy_fill_processor):
-    """The model normalises uint8 frames with its config's pixel_mean/pixel_std: no second owner in the processor."""
+    """
+    Frames leave RGB, tower-sized and uint8 (the model normalises them with its config's pixel_mean/pixel_std: no
+    second owner in the processor); a setting that would change them is refused by name, in both entry points.
+    """
     frames = numbered_frames(3, 20, 30)
     pixels = heavy_fill_processor.video_processor(frames, return_tensors="pt")["pixel_values_videos"]
     assert pixels.dtype == torch.uint8
@@ -336,6 +339,22 @@ def test_video_processor_refuses_settings_that_would_change_the_uint8_frames(hea
             heavy_fill_processor.video_processor(frames, **{flag: value})
         with pytest.raises(ValueError, match=message):
             heavy_fill_processor(text=QUESTION_PROMPT.format("Q?"), videos=frames, **{flag: value})
+    # transformers settings ViLAMP's frames cannot vary: refused by name, not dropped; the processor's own values pass.
+    assert torch.equal(
+        heavy_fill_processor.video_processor(frames, size={"height": 54, "width": 54})["pixel_values_videos"][0],
+        pixels[0],
+    )
+    for name, value in (
+        ("size", {"height": 32, "width": 32}),
+        ("resample", 0),
+        ("do_center_crop", True),
+        ("data_format", "channels_last"),
+        ("device", "cuda"),
+    ):
+        with pytest.raises(ValueError, match=rf"\['{name}'\] cannot be changed per call"):
+            heavy_fill_processor.video_processor(frames, **{name: value})
+        with pytest.raises(ValueError, match=rf"\['{name}'\] cannot be changed per call"):
+            heavy_fill_processor(text=QUESTION_PROMPT.format("Q?"), videos=frames, **{name: value})
 
 
 def test_chat_template_marks_the_assistants_words_for_assistant_masks():
