@@ -71,7 +71,7 @@ class VilampConfig(PreTrainedConfig):
 
     model_type = "vilamp"
     # `Trainer.predict` / `evaluate` keep only the logits: not the cache, nor the videos' visual sequences.
-    keys_to_ignore_at_inference = ["cache", "video_features"]
+    keys_to_ignore_at_inference = ["cache", "video_outputs"]
     sub_configs_defaults = {
         "vision_config": SubConfigSpec(
             config_class=AutoConfig,

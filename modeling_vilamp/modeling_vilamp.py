@@ -17,7 +17,6 @@ every other frame into a single token (differential feature merging)."""
 import math
 import weakref
 from collections import OrderedDict
-from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -30,9 +29,9 @@ from transformers.cache_utils import Cache
 from transformers.generation import GenerationMixin
 from transformers.modeling_outputs import (
     BaseModelOutput,
-    BaseModelOutputWithPast,
     BaseModelOutputWithPooling,
-    CausalLMOutputWithPast,
+    MultimodalBaseModelOutputWithPast,
+    MultimodalCausalLMOutputWithPast,
 )
 from transformers.modeling_utils import PreTrainedModel
 from transformers.processing_utils import Unpack
@@ -40,36 +39,6 @@ from transformers.utils import TransformersKwargs, auto_docstring, can_return_tu
 from transformers.utils.deprecation import deprecate_kwarg
 
 from .configuration_vilamp import VilampConfig
-
-
-@auto_docstring(custom_intro="Output of [`VilampModel`].")
-@dataclass
-class VilampModelOutputWithPast(BaseModelOutputWithPast):
-    r"""
-    cache (`Cache`, *optional*):
-        Key/value cache of the language model.
-    video_features (`torch.FloatTensor` of shape `(num_visual_tokens, hidden_size)`, *optional*):
-        The visual sequences of every video in the batch, concatenated in placeholder order.
-    """
-
-    video_features: torch.FloatTensor | None = None
-
-
-@auto_docstring(custom_intro="Output of [`VilampForConditionalGeneration`].")
-@dataclass
-class VilampCausalLMOutputWithPast(CausalLMOutputWithPast):
-    r"""
-    loss (`torch.FloatTensor` of shape `(1,)`, *optional*, returned when `labels` is provided):
-        Language modeling loss (next-token prediction).
-    logits (`torch.FloatTensor` of shape `(batch_size, sequence_length, vocab_size)`):
-        Prediction scores of the language modeling head.
-    cache (`Cache`, *optional*):
-        Key/value cache of the language model.
-    video_features (`torch.FloatTensor` of shape `(num_visual_tokens, hidden_size)`, *optional*):
-        The visual sequences of every video in the batch, concatenated in placeholder order.
-    """
-
-    video_features: torch.FloatTensor | None = None
 
 
 class VilampMultiModalProjector(nn.Module):
@@ -731,7 +700,7 @@ class VilampModel(VilampPreTrainedModel):
         video_keys: list[str] | None = None,
         video_cache: VilampVideoCache | None = None,
         **kwargs: Unpack[TransformersKwargs],
-    ) -> tuple | VilampModelOutputWithPast:
+    ) -> tuple | MultimodalBaseModelOutputWithPast:
         r"""
         pixel_values_videos (`torch.Tensor` of shape `(total_frames, 3, height, width)`, *optional*):
             Frames of all videos in the batch, concatenated; `uint8` (normalised here) or normalised floats.
@@ -773,7 +742,6 @@ class VilampModel(VilampPreTrainedModel):
                 video_keys,
                 video_cache,
             )
-        video_features = None
         # Without videos, placeholder tokens are embedded as the tokens they are, as in-library VLMs do (an assistant
         # model's first step, text-only checks).
         if video_outputs is not None:
@@ -797,13 +765,7 @@ class VilampModel(VilampPreTrainedModel):
             use_cache=use_cache,
             **kwargs,
         )
-        return VilampModelOutputWithPast(
-            last_hidden_state=outputs.last_hidden_state,
-            cache=outputs.cache,
-            hidden_states=outputs.hidden_states,
-            attentions=outputs.attentions,
-            video_features=video_features,
-        )
+        return MultimodalBaseModelOutputWithPast(**outputs, video_outputs=video_outputs)
 
 
 @auto_docstring(
@@ -879,7 +841,7 @@ class VilampForConditionalGeneration(VilampPreTrainedModel, GenerationMixin):
         video_keys: list[str] | None = None,
         video_cache: VilampVideoCache | None = None,
         **kwargs: Unpack[TransformersKwargs],
-    ) -> tuple | VilampCausalLMOutputWithPast:
+    ) -> tuple | MultimodalCausalLMOutputWithPast:
         r"""
         pixel_values_videos (`torch.Tensor` of shape `(total_frames, 3, height, width)`, *optional*):
             Frames of all videos in the batch, concatenated; `uint8` (normalised here) or normalised floats.
@@ -931,13 +893,13 @@ class VilampForConditionalGeneration(VilampPreTrainedModel, GenerationMixin):
             loss = self.loss_function(
                 logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size, **kwargs
             )
-        return VilampCausalLMOutputWithPast(
+        return MultimodalCausalLMOutputWithPast(
             loss=loss,
             logits=logits,
             cache=outputs.cache,
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
-            video_features=outputs.video_features,
+            video_outputs=outputs.video_outputs,
         )
 
 

@@ -648,9 +648,17 @@ def test_get_video_features_returns_transformers_output(two_real_videos):
     torch.testing.assert_close(as_tuple[0], output.last_hidden_state)
     with torch.no_grad():
         text = {key: batch[key] for key in ("input_ids", "attention_mask")}
-        from_features = model(**text, mm_encoder_outputs={"video": output}).logits
-        from_frames = model(**batch).logits
-    torch.testing.assert_close(from_features, from_frames)
+        from_features = model(**text, mm_encoder_outputs={"video": output})
+        from_frames = model(**batch)
+        from_frames_as_tuple = model(**batch, return_dict=False)
+    torch.testing.assert_close(from_features.logits, from_frames.logits)
+    # The model's output carries the video encoder's, as transformers' multimodal outputs do (`video_outputs`).
+    for outputs in (from_features, from_frames):
+        torch.testing.assert_close(outputs.video_outputs.last_hidden_state, output.last_hidden_state)
+        assert [len(sequence) for sequence in outputs.video_outputs.pooler_output] == per_video
+    assert from_features.video_outputs is output
+    torch.testing.assert_close(from_frames_as_tuple[0], from_frames.logits)
+    torch.testing.assert_close(from_frames_as_tuple[-1][0], output.last_hidden_state)
 
 
 def test_get_video_features_returns_the_towers_states_and_attentions_on_request(two_real_videos):
