@@ -24,6 +24,12 @@ def frame_relevance(frame_embeds: torch.Tensor, query_embed: torch.Tensor) -> to
     Cosine similarity `(N,)` of every frame embedding to the query embedding: the one relevance formula, for keyframe
     selection, the processor's `frame_relevance` and the scorer's training (`training.scorer`).
     """
+    if frame_embeds.ndim != 2 or frame_embeds.shape[0] == 0:
+        raise ValueError(f"`frame_embeds` must have shape (num_frames >= 1, dim), got {tuple(frame_embeds.shape)}.")
+    if query_embed.numel() != frame_embeds.shape[1]:
+        raise ValueError(
+            f"`query_embed` has {query_embed.numel()} values but the frame embeddings have {frame_embeds.shape[1]}."
+        )
     return unit_rows(frame_embeds) @ unit_rows(query_embed.reshape(1, -1))[0]
 
 
@@ -113,28 +119,28 @@ def fill_gaps(selected: np.ndarray, num_keyframes: int) -> np.ndarray:
 
 def relevance_keyframes(
     frame_embeds: torch.Tensor,
-    query_embed: torch.Tensor,
+    relevance: torch.Tensor,
     num_keyframes: int,
     similarity_threshold: float,
     relevance_threshold: float | None = None,
 ) -> np.ndarray:
     """
-    The `(N,)` boolean mask of the keyframes the greedy pass chooses for their relevance (`greedy_keyframes`), before
-    gap filling; at most `num_keyframes` of them. Arguments as in `select_keyframes`.
+    The `(N,)` boolean mask of the keyframes the greedy pass chooses for their `relevance` (`frame_relevance`), before
+    gap filling; at most `num_keyframes` of them. Other arguments as in `select_keyframes`.
     """
-    if frame_embeds.ndim != 2 or frame_embeds.shape[0] == 0:
-        raise ValueError(f"`frame_embeds` must have shape (num_frames >= 1, dim), got {tuple(frame_embeds.shape)}.")
-    if query_embed.numel() != frame_embeds.shape[1]:
-        raise ValueError(
-            f"`query_embed` has {query_embed.numel()} values but the frame embeddings have {frame_embeds.shape[1]}."
-        )
     check_num_keyframes(num_keyframes)
     unit_frames = unit_rows(frame_embeds.detach().cpu())
-    relevance = frame_relevance(frame_embeds.detach().cpu(), query_embed.detach().cpu())
-    chosen = greedy_keyframes(unit_frames, relevance, num_keyframes, similarity_threshold, relevance_threshold)
+    chosen = greedy_keyframes(
+        unit_frames, relevance.detach().cpu(), num_keyframes, similarity_threshold, relevance_threshold
+    )
     selected = np.zeros(frame_embeds.shape[0], dtype=bool)
     selected[chosen] = True
     return selected
+
+
+def keyframe_mask(chosen: np.ndarray, num_keyframes: int, fill_remaining: bool) -> torch.BoolTensor:
+    """The keyframes: the frames `chosen` for their relevance, with `fill_remaining` the unused slots spread too."""
+    return torch.from_numpy(fill_gaps(chosen, num_keyframes) if fill_remaining else chosen)
 
 
 def select_keyframes(
@@ -160,5 +166,6 @@ def select_keyframes(
     Returns:
         `torch.BoolTensor` of shape `(N,)` with exactly `min(K, N)` true entries when `fill_remaining` is set.
     """
-    selected = relevance_keyframes(frame_embeds, query_embed, num_keyframes, similarity_threshold, relevance_threshold)
-    return torch.from_numpy(fill_gaps(selected, num_keyframes) if fill_remaining else selected)
+    relevance = frame_relevance(frame_embeds, query_embed)
+    chosen = relevance_keyframes(frame_embeds, relevance, num_keyframes, similarity_threshold, relevance_threshold)
+    return keyframe_mask(chosen, num_keyframes, fill_remaining)

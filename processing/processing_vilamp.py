@@ -37,7 +37,7 @@ from transformers.utils import auto_docstring, cached_file
 
 from .frame_scoring import CONFIG_NAME, WEIGHTS_NAME, FrameScorer
 from .keyframe_plot import plot_keyframes
-from .keyframes import check_num_keyframes, fill_gaps, frame_relevance, relevance_keyframes
+from .keyframes import check_num_keyframes, frame_relevance, keyframe_mask, relevance_keyframes
 from .video_decoding import VideoInput
 from .video_processing_vilamp import (
     PreparedVideo,
@@ -292,17 +292,14 @@ class VilampProcessor(ProcessorMixin):
             for video, video_metadata in zip(video_list, metadata, strict=True)
         ]
         query_embeds = self.frame_scorer.embed_queries(queries)
-        by_relevance = [
-            self.relevance_keyframes(video, query_embed, num_keyframes)
-            for video, query_embed in zip(prepared, query_embeds, strict=True)
-        ]
-        keyframe_masks = [
-            torch.from_numpy(fill_gaps(chosen, num_keyframes) if self.fill_keyframe_gaps else chosen)
-            for chosen in by_relevance
-        ]
         relevance = [
             frame_relevance(video.frame_embeds, embed) for video, embed in zip(prepared, query_embeds, strict=True)
         ]
+        by_relevance = [
+            self.relevance_keyframes(video, scores, num_keyframes)
+            for video, scores in zip(prepared, relevance, strict=True)
+        ]
+        keyframe_masks = [keyframe_mask(chosen, num_keyframes, self.fill_keyframe_gaps) for chosen in by_relevance]
         data = {
             "pixel_values_videos": concatenated([torch.from_numpy(video.frames) for video in prepared]),
             "keyframe_mask": torch.cat(keyframe_masks),
@@ -321,14 +318,14 @@ class VilampProcessor(ProcessorMixin):
         replacements = [self.replace_video_token(data, index) for index in range(len(prepared))]
         return data, replacements
 
-    def relevance_keyframes(self, video: PreparedVideo, query_embed: torch.Tensor, num_keyframes: int) -> np.ndarray:
+    def relevance_keyframes(self, video: PreparedVideo, relevance: torch.Tensor, num_keyframes: int) -> np.ndarray:
         """
-        The `(N,)` mask of the keyframes a question's embedding chooses for their relevance in a prepared video
+        The `(N,)` mask of the keyframes a question chooses for their `relevance` in a prepared video
         (`keyframes.relevance_keyframes`); `fill_keyframe_gaps` then spreads the unused slots.
         """
         return relevance_keyframes(
             video.frame_embeds,
-            query_embed,
+            relevance,
             num_keyframes,
             self.keyframe_similarity_threshold,
             self.keyframe_relevance_threshold,
