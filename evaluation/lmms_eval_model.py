@@ -58,7 +58,7 @@ class Vilamp(lmms):
         dtype: str = "auto",
         attn_implementation: str | None = None,
         trust_remote_code: bool = False,
-        cache_gib: float = 8.0,
+        cache_gib: float | None = None,
         prepared_videos: int = 4,
     ) -> None:
         """
@@ -75,7 +75,7 @@ class Vilamp(lmms):
             attn_implementation: transformers' attention implementation (`sdpa`, `flash_attention_2`, ...).
             trust_remote_code: Load the code the model ships beside its weights instead of this package's.
             cache_gib: Memory for the vision tower's outputs kept between questions about the same video
-                (`VilampVideoCache`; docs/usage.md gives the bytes per frame).
+                (`VilampVideoCache`, whose own budget when left out; docs/usage.md gives the bytes per frame).
             prepared_videos: Videos kept decoded, with their frame embeddings, for the next question about them
                 (0 with `cache_gib=0` prepares and encodes the video again for every question).
         """
@@ -105,7 +105,7 @@ class Vilamp(lmms):
         self.batch_size = int(batch_size)
         # Questions about one video are answered one after another (`generate_until` orders them so): the video is
         # decoded, scored and encoded for the first and reused by the rest.
-        self.video_cache = VilampVideoCache(max_bytes=gib_to_bytes(cache_gib))
+        self.video_cache = VilampVideoCache(max_bytes=None if cache_gib is None else gib_to_bytes(cache_gib))
         self.prepared_videos = int(prepared_videos)
         self._prepared = PreparedVideos(self.prepared_videos)
 

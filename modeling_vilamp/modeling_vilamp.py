@@ -100,13 +100,17 @@ class VilampVideoCache:
     when the model's weights change.
 
     Args:
-        max_bytes: the budget; the least recently used videos leave first, and a video larger than the whole budget
-            is not kept (its question streams the frames through the tower as without a cache).
-            docs/usage.md gives the bytes per frame.
+        max_bytes: the budget, `DEFAULT_MAX_BYTES` (8 GiB) when `None`; the least recently used videos leave first,
+            and a video larger than the whole budget is not kept (its question streams the frames through the tower
+            as without a cache). docs/usage.md gives the bytes per frame.
         offload: keep the features in host memory, moving a chunk at a time to the model's device when read.
     """
 
-    def __init__(self, max_bytes: int = 8 * 2**30, offload: bool = False):
+    DEFAULT_MAX_BYTES = 8 * 2**30
+
+    def __init__(self, max_bytes: int | None = None, offload: bool = False):
+        if max_bytes is None:
+            max_bytes = self.DEFAULT_MAX_BYTES
         if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 0:
             raise ValueError(f"`max_bytes` must be a non-negative integer, got {max_bytes!r}.")
         self.max_bytes = max_bytes

@@ -123,6 +123,8 @@ def test_another_model_gradients_or_missing_keys_are_refused(processor, prepared
         first(**inputs, video_cache=cache)
     with pytest.raises(ValueError, match="max_bytes"):
         VilampVideoCache(max_bytes=-1)
+    # Left out or None (the CLI, server and lmms-eval pass None when no budget is given): the documented 8 GiB.
+    assert VilampVideoCache().max_bytes == VilampVideoCache(max_bytes=None).max_bytes == 8 * 2**30
 
 
 def test_the_model_dtype_is_part_of_the_key(processor, prepared):

@@ -595,8 +595,7 @@ def build_parser() -> argparse.ArgumentParser:
         dest="cache_bytes",
         metavar="GIB",
         type=cache_budget,
-        default="8",
-        help="memory for the video features kept for later questions (default: 8; see docs/usage.md)",
+        help="memory for the video features kept for later questions (default: the cache's own, 8; docs/usage.md)",
     )
 
     answering = argparse.ArgumentParser(add_help=False, parents=[model_options])

@@ -145,7 +145,12 @@ class VilampChatCompletionHandler(ChatCompletionHandler):
     """
 
     def __init__(
-        self, *args, max_prepared_videos: int = 4, cache_bytes: int = 8 * 2**30, max_frames: int = 600, **kwargs
+        self,
+        *args,
+        max_prepared_videos: int = 4,
+        cache_bytes: int | None = None,
+        max_frames: int = 600,
+        **kwargs,
     ):
         super().__init__(*args, **kwargs)
         self.max_frames = max_frames
@@ -237,7 +242,7 @@ def build_app(
     dtype: str = "auto",
     max_frames: int = 600,
     max_prepared_videos: int = 4,
-    cache_bytes: int = 8 * 2**30,
+    cache_bytes: int | None = None,
     max_request_bytes: int = 16 * 2**20,
 ):
     """
