@@ -17,7 +17,7 @@ from vilamp.tiny import TINY_TEXT_CONFIG, TINY_VISION_CONFIG
 
 
 FIXTURES = Path(__file__).parent / "fixtures"
-FIXTURE_CASES = ("partial-fill", "heavy-fill")
+FIXTURE_CASES = ("partial-fill", "heavy-fill", "relevance-floor")
 # The fixtures' tokenizer has 499 ids; `<video>` takes the first spare row of the 512-row embedding.
 FIXTURE_VIDEO_TOKEN_ID = 499
 
@@ -116,6 +116,11 @@ def fixture_tokenizer(fixture: dict):
     return tokenizer
 
 
+def relevance_threshold(case: dict) -> float | None:
+    """A case's `f2t_thrd` as our `keyframe_relevance_threshold`: the original's -1 turns the floor off, ours None."""
+    return None if case["f2t_thrd"] == -1 else case["f2t_thrd"]
+
+
 def fixture_processor(fixture: dict, **overrides):
     """A processor with the fixture's tokenizer, frame scorer and selection settings, at the tiny tower's 54 px."""
     from vilamp.processing import VilampProcessor, VilampVideoProcessor
@@ -123,6 +128,7 @@ def fixture_processor(fixture: dict, **overrides):
     settings = {
         "num_keyframes": fixture["case"]["keyframes"],
         "keyframe_similarity_threshold": fixture["case"]["f2f_thrd"],
+        "keyframe_relevance_threshold": relevance_threshold(fixture["case"]),
         "video_processor": VilampVideoProcessor(size={"height": 54, "width": 54}),
     }
     settings.update(overrides)

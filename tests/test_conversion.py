@@ -88,7 +88,8 @@ def test_fresh_process_reproduces_logits_tokens_and_scorer(converted, tmp_path):
         text_embeds = scorer.embed_queries([io["query"]])
         keyframes = importlib.import_module(type(processor).__module__.rsplit(".", 1)[0] + ".keyframes")
         mask = keyframes.select_keyframes(image_embeds, text_embeds, processor.num_keyframes,
-                                          processor.keyframe_similarity_threshold)
+                                          processor.keyframe_similarity_threshold,
+                                          processor.keyframe_relevance_threshold)
         inputs = dict(input_ids=io["input_ids"], pixel_values_videos=io["siglip_pixel_values"], keyframe_mask=mask,
                       query_embeds=outputs["clip_text_embeds"])
         with torch.no_grad():

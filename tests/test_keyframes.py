@@ -6,13 +6,18 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import relevance_threshold
 from vilamp.processing.keyframes import fill_gaps, frame_relevance, greedy_keyframes, select_keyframes, unit_rows
 
 
 def test_fixture_masks(parity_case):
     outputs, case = parity_case["outputs"], parity_case["case"]
     mask = select_keyframes(
-        outputs["clip_image_embeds"], outputs["clip_text_embeds"], case["keyframes"], case["f2f_thrd"]
+        outputs["clip_image_embeds"],
+        outputs["clip_text_embeds"],
+        case["keyframes"],
+        case["f2f_thrd"],
+        relevance_threshold(case),
     )
     assert mask.dtype == torch.bool
     assert mask.long().tolist() == outputs["keyframe_mask"].tolist()
@@ -29,6 +34,7 @@ def test_fixture_greedy_pass_leaves_gaps_to_fill(parity_case):
         outputs["clip_text_embeds"],
         case["keyframes"],
         case["f2f_thrd"],
+        relevance_threshold(case),
         fill_remaining=False,
     )
     assert int(greedy.sum()) < case["keyframes"]
