@@ -22,13 +22,26 @@ def quiet(_message: str) -> None:
     pass
 
 
-@pytest.fixture(scope="module", params=FIXTURE_CASES)
-def converted(request, tmp_path_factory) -> tuple[dict, Path]:
-    """Each parity fixture converted in float32 with small shards, so that sharding is exercised."""
-    fixture = load_fixture(request.param)
-    output = tmp_path_factory.mktemp(request.param) / "converted"
-    convert_checkpoint(fixture["dir"], output, dtype="float32", max_shard_size="200KB", log=quiet)
-    return fixture, output
+@pytest.fixture(scope="module")
+def conversions(tmp_path_factory):
+    """Converts a parity fixture in float32 with small shards (so that sharding is exercised), once per module."""
+    done: dict[str, tuple[dict, Path]] = {}
+
+    def convert(case: str) -> tuple[dict, Path]:
+        if case not in done:
+            fixture = load_fixture(case)
+            output = tmp_path_factory.mktemp(case) / "converted"
+            convert_checkpoint(fixture["dir"], output, dtype="float32", max_shard_size="200KB", log=quiet)
+            done[case] = fixture, output
+        return done[case]
+
+    return convert
+
+
+@pytest.fixture(params=FIXTURE_CASES)
+def converted(request, conversions) -> tuple[dict, Path]:
+    """Each parity fixture, converted."""
+    return conversions(request.param)
 
 
 def copy_source(tmp_path: Path, weights: dict[str, torch.Tensor], case: str = "partial-fill") -> Path:
@@ -56,60 +69,68 @@ def test_verification_reproduces_the_original(converted):
     assert "fixture: logits" in checks and "fixture: greedy tokens" in checks and "fixture: keyframes" in checks
 
 
-def test_fresh_process_reproduces_logits_tokens_and_scorer(converted, tmp_path):
-    fixture, output = converted
-    inputs, outputs = fixture["inputs"], fixture["outputs"]
-    mask = outputs["keyframe_mask"].bool()
-    config = json.loads((output / "config.json").read_text())
-    num_tokens = 196 * int(mask.sum()) + int((~mask).sum()) + 1
-    io = {
-        "input_ids": expand_image_index(inputs["input_ids_with_image_index"], num_tokens, config["video_token_id"]),
-        "siglip_pixel_values": inputs["siglip_pixel_values"],
-        "clip_pixel_values": inputs["clip_pixel_values"],
-        "query": fixture["case"]["query"],
-    }
-    torch.save(io, tmp_path / "io.pt")
+def test_fresh_process_reproduces_logits_tokens_and_scorer(conversions, tmp_path):
+    """Every case's converted directory, loaded by its own shipped code in one process without this project."""
+    cases = []
+    for case in FIXTURE_CASES:
+        fixture, output = conversions(case)
+        inputs, outputs = fixture["inputs"], fixture["outputs"]
+        mask = outputs["keyframe_mask"].bool()
+        config = json.loads((output / "config.json").read_text())
+        num_tokens = 196 * int(mask.sum()) + int((~mask).sum()) + 1
+        io = {
+            "input_ids": expand_image_index(
+                inputs["input_ids_with_image_index"], num_tokens, config["video_token_id"]
+            ),
+            "siglip_pixel_values": inputs["siglip_pixel_values"],
+            "clip_pixel_values": inputs["clip_pixel_values"],
+            "query": fixture["case"]["query"],
+        }
+        torch.save(io, tmp_path / f"{case}.pt")
+        cases.append((str(output), str(tmp_path / f"{case}.pt"), str(fixture["dir"] / "outputs.safetensors")))
     script = f"""
         import importlib, json, torch
         from safetensors.torch import load_file
         from transformers import AutoModel, AutoModelForImageTextToText, AutoProcessor
-        directory = {str(output)!r}
-        io = torch.load({str(tmp_path / "io.pt")!r})
-        outputs = load_file({str(fixture["dir"] / "outputs.safetensors")!r})
-        model = AutoModelForImageTextToText.from_pretrained(directory, trust_remote_code=True).eval()
-        processor = AutoProcessor.from_pretrained(directory, trust_remote_code=True)
-        base = AutoModel.from_pretrained(directory, trust_remote_code=True)
-        assert type(model).__module__.startswith("transformers_modules."), type(model).__module__
-        assert type(processor).__module__.startswith("transformers_modules."), type(processor).__module__
-        assert torch.equal(base.image_newline, model.model.image_newline)
+        for directory, io_file, outputs_file in {cases!r}:
+            io = torch.load(io_file)
+            outputs = load_file(outputs_file)
+            model = AutoModelForImageTextToText.from_pretrained(directory, trust_remote_code=True).eval()
+            processor = AutoProcessor.from_pretrained(directory, trust_remote_code=True)
+            base = AutoModel.from_pretrained(directory, trust_remote_code=True)
+            assert type(model).__module__.startswith("transformers_modules."), type(model).__module__
+            assert type(processor).__module__.startswith("transformers_modules."), type(processor).__module__
+            assert torch.equal(base.image_newline, model.model.image_newline)
 
-        scorer = processor.frame_scorer
-        image_embeds = scorer.embed_pixels(io["clip_pixel_values"])
-        text_embeds = scorer.embed_queries([io["query"]])
-        keyframes = importlib.import_module(type(processor).__module__.rsplit(".", 1)[0] + ".keyframes")
-        mask = keyframes.select_keyframes(image_embeds, text_embeds, processor.num_keyframes,
-                                          processor.keyframe_similarity_threshold,
-                                          processor.keyframe_relevance_threshold)
-        inputs = dict(input_ids=io["input_ids"], pixel_values_videos=io["siglip_pixel_values"], keyframe_mask=mask,
-                      query_embeds=outputs["clip_text_embeds"])
-        with torch.no_grad():
-            logits = model(**inputs).logits
-            generated = model.generate(**inputs, max_new_tokens=5, do_sample=False)
-        print(json.dumps({{
-            "image": (image_embeds - outputs["clip_image_embeds"]).abs().max().item(),
-            "text": (text_embeds - outputs["clip_text_embeds"]).abs().max().item(),
-            "mask": mask.long().tolist(),
-            "logits": (logits - outputs["logits"]).abs().max().item(),
-            "tokens": generated[:, inputs["input_ids"].shape[1]:].tolist(),
-        }}))
+            scorer = processor.frame_scorer
+            image_embeds = scorer.embed_pixels(io["clip_pixel_values"])
+            text_embeds = scorer.embed_queries([io["query"]])
+            keyframes = importlib.import_module(type(processor).__module__.rsplit(".", 1)[0] + ".keyframes")
+            mask = keyframes.select_keyframes(image_embeds, text_embeds, processor.num_keyframes,
+                                              processor.keyframe_similarity_threshold,
+                                              processor.keyframe_relevance_threshold)
+            inputs = dict(input_ids=io["input_ids"], pixel_values_videos=io["siglip_pixel_values"],
+                          keyframe_mask=mask, query_embeds=outputs["clip_text_embeds"])
+            with torch.no_grad():
+                logits = model(**inputs).logits
+                generated = model.generate(**inputs, max_new_tokens=5, do_sample=False)
+            print(json.dumps({{
+                "image": (image_embeds - outputs["clip_image_embeds"]).abs().max().item(),
+                "text": (text_embeds - outputs["clip_text_embeds"]).abs().max().item(),
+                "mask": mask.long().tolist(),
+                "logits": (logits - outputs["logits"]).abs().max().item(),
+                "tokens": generated[:, inputs["input_ids"].shape[1]:].tolist(),
+            }}))
     """
     result = run_without_project(textwrap.dedent(script), tmp_path)
     assert result.returncode == 0, result.stderr
-    measured = json.loads(result.stdout.strip().splitlines()[-1])
-    assert measured["image"] <= 1e-5 and measured["text"] <= 1e-5
-    assert measured["mask"] == outputs["keyframe_mask"].tolist()
-    assert measured["logits"] <= 1e-5
-    assert measured["tokens"] == outputs["generated_ids"].tolist()
+    lines = result.stdout.strip().splitlines()[-len(FIXTURE_CASES) :]
+    for case, line in zip(FIXTURE_CASES, lines, strict=True):
+        measured, outputs = json.loads(line), load_fixture(case)["outputs"]
+        assert measured["image"] <= 1e-5 and measured["text"] <= 1e-5, case
+        assert measured["mask"] == outputs["keyframe_mask"].tolist(), case
+        assert measured["logits"] <= 1e-5, case
+        assert measured["tokens"] == outputs["generated_ids"].tolist(), case
 
 
 def test_output_layout_has_no_pickle_files(converted):
