@@ -1,5 +1,6 @@
 """The benchmark harness's own correctness: its baseline selects the same frames, its video is what it says."""
 
+import argparse
 import json
 import sys
 
@@ -115,20 +116,32 @@ def test_released_side_runs_the_checkouts_own_code_without_its_side_effects(tmp_
             sys.modules.pop(name, None)
 
 
+def test_gpu_check_runs_each_frame_count_once_smallest_first(capsys):
+    from benchmarks.gpu_check import parse_frame_counts
+
+    parser = argparse.ArgumentParser(prog="gpu_check")
+    assert parse_frame_counts("10000,1000,10000", parser) == [1000, 10000]
+    for text, message in (("0,20", "must be positive"), ("ten", "comma-separated integers")):
+        with pytest.raises(SystemExit):
+            parse_frame_counts(text, parser)
+        assert message in capsys.readouterr().err
+
+
 def test_gpu_check_smoke_test_on_a_machine_without_a_gpu(tmp_path, capsys):
     # The command run on lent GPUs, as its docs give it for a CPU: it must still run end to end here.
     from benchmarks.gpu_check import main
     from benchmarks.run import STAGES
 
     output = tmp_path / "check.json"
-    arguments = ["--device", "cpu", "--size", "tiny", "--frames", "40,20", "--cache-dir", str(tmp_path)]
+    # One run (each is a fresh process); several frame counts come sorted and distinct (parse_frame_counts, below).
+    arguments = ["--device", "cpu", "--size", "tiny", "--frames", "20", "--cache-dir", str(tmp_path)]
     main([*arguments, "--output", str(output)])
     report = json.loads(output.read_text())
-    assert [run["frames"] for run in report["runs"]] == [20, 40]
-    for run in report["runs"]:
-        assert set(run["seconds"]) == set(STAGES) and run["requested_frames"] == run["frames"]
+    assert [run["frames"] for run in report["runs"]] == [20]
+    (run,) = report["runs"]
+    assert set(run["seconds"]) == set(STAGES) and run["requested_frames"] == run["frames"]
     precision = report["bf16_vs_fp32"]
     assert 0 < precision["max_abs_diff"] < precision["max_abs_fp32"]
     table = capsys.readouterr().out
-    assert table.count("decode_resize_score") == 2 and "bf16 vs fp32 logits" in table
+    assert table.count("decode_resize_score") == 1 and "bf16 vs fp32 logits" in table
     assert output.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
