@@ -50,6 +50,7 @@ def standins(tmp_path_factory) -> dict[str, str]:
         "--frames 1000,10000 --repeats 1": "--frames 30 --repeats 1",
         # Results written here, not over the repository's.
         "--seconds 300 --questions 5 --repeats 3": "--seconds 2 --questions 2 --repeats 1 --output mq.json",
+        "benchmarks.scorer_paths --compile": "benchmarks.scorer_paths --chunks 1 --chunk-size 2",
     }
 
 
