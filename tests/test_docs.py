@@ -51,6 +51,7 @@ def standins(tmp_path_factory) -> dict[str, str]:
         # Results written here, not over the repository's.
         "--seconds 300 --questions 5 --repeats 3": "--seconds 2 --questions 2 --repeats 1 --output mq.json",
         "benchmarks.scorer_paths --compile": "benchmarks.scorer_paths --chunks 1 --chunk-size 2",
+        "--seconds 300 --size 1280x720 --workers 2 --repeats 3": "--seconds 3 --size 64x36 --workers 2 --repeats 1",
     }
 
 
