@@ -26,6 +26,11 @@ from vilamp import cli
 
 VILAMP = Path(sys.executable).parent / "vilamp"  # the console script that `pip install` puts beside python
 PROGRESS_BARS = ("decoding and scoring frames", "encoding frames")
+# The first line without --model; the embedded default keeps 2 keyframes (vilamp/tiny.py).
+EMBEDDED_DEFAULT_NOTE = (
+    "NOTE: embedded default = tiny random-weight model keeping 2 keyframes (ViLAMP keeps 32); the answer below "
+    "is noise."
+)
 
 
 def vilamp(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -117,7 +122,7 @@ def answer_lines_and_bars(result: subprocess.CompletedProcess, frames: int) -> l
         update.startswith(f"{encoding}: 100%") and any(total in update for total in encoded) for update in bar_updates
     )
     lines = result.stdout.splitlines()
-    assert lines[0] == cli.EMBEDDED_DEFAULT_NOTE and lines[1].startswith("answer: ")
+    assert lines[0] == EMBEDDED_DEFAULT_NOTE and lines[1].startswith("answer: ")
     return lines
 
 
@@ -154,7 +159,7 @@ def test_ask_on_the_embedded_default_prints_answer_keyframes_and_budget(capfd):
     code, out, err = run_main(capfd, "ask", "--quiet")
     assert code == 0, err
     lines = out.splitlines()
-    assert lines[0] == "NOTE: embedded default = tiny random-weight model; the answer below is noise."
+    assert lines[0] == EMBEDDED_DEFAULT_NOTE
     assert lines[1].startswith("answer: ")
     keyframes = [line for line in lines if line.startswith("keyframe ")]
     assert len(keyframes) == 2 and all(
@@ -205,7 +210,7 @@ def test_several_questions_decode_and_encode_the_video_once():
     for bar in PROGRESS_BARS:
         assert len(re.findall(rf"{bar}:\s+0%", result.stderr)) == 1, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0] == cli.EMBEDDED_DEFAULT_NOTE
+    assert lines[0] == EMBEDDED_DEFAULT_NOTE
     headings = [line for line in lines if line.startswith("question ")]
     assert headings == ["question 1: Who?", "question 2: What is the rabbit doing?", "question 3: Where?"]
     assert len([line for line in lines if line.startswith("answer: ")]) == 3
@@ -246,7 +251,7 @@ def test_chat_answers_each_question_about_the_video_until_exit(json_run):
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
     lines = result.stdout.splitlines()
-    assert lines[0] == cli.EMBEDDED_DEFAULT_NOTE
+    assert lines[0] == EMBEDDED_DEFAULT_NOTE
     assert lines[1] == f"{CLIP_PATH}: 6 frames sampled over 00:00:05. {cli.CHAT_HELP}"
     # Piped input is not echoed: each answer follows its prompt. The blank line asks nothing, and the streamed
     # answer equals `vilamp ask`'s.

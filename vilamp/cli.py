@@ -42,7 +42,6 @@ from .loading import (
 # argument are answered at once. torch, transformers and the model load only once the arguments are checked.
 DEFAULT_QUESTION = "What happens in this video?"
 DTYPES = ("auto", *DTYPE_NAMES)
-EMBEDDED_DEFAULT_NOTE = "NOTE: embedded default = tiny random-weight model; the answer below is noise."
 TINY_NOTE = "the embedded default (a tiny random-weight ViLAMP keeping 2 keyframes; its answers are noise)"
 CHAT_PROMPT = "question> "
 CHAT_HELP = "Each question is answered on its own, about the whole video. Type exit or press Ctrl-D to leave."
@@ -224,6 +223,14 @@ def sampling_rate_note(seconds_between_frames: float | None) -> str:
     return f" (about 1 every {seconds_between_frames:.3g} s)"
 
 
+def embedded_default_note(processor) -> str:
+    """The first line of `ask` and `chat` on the embedded default: what it is, and its K against the released 32."""
+    return (
+        f"NOTE: embedded default = tiny random-weight model keeping {processor.num_keyframes} keyframes (ViLAMP "
+        "keeps 32); the answer below is noise."
+    )
+
+
 def print_summary(record: dict, heading: str | None = None) -> None:
     if heading is not None:
         print(heading)
@@ -302,7 +309,7 @@ def run_ask(args: argparse.Namespace) -> int:
             print(json.dumps(record), flush=True)
         else:
             if number == 1 and args.model is None:
-                print(EMBEDDED_DEFAULT_NOTE)
+                print(embedded_default_note(processor))
             if number > 1:
                 print()
             print_summary(record, heading=f"question {number}: {question}" if len(questions) > 1 else None)
@@ -331,7 +338,7 @@ def run_chat(args: argparse.Namespace) -> int:
     except ImportError:  # not on every platform; input() still works
         pass
     if args.model is None:
-        print(EMBEDDED_DEFAULT_NOTE)
+        print(embedded_default_note(processor))
     duration = format_timestamp(prepared.metadata.duration)
     print(f"{args.video}: {len(prepared.frames)} frames sampled over {duration}. {CHAT_HELP}")
     while True:
