@@ -318,15 +318,16 @@ def test_offline_a_name_that_is_no_directory_is_not_looked_up(capfd, monkeypatch
 
 def test_tiny_saves_the_embedded_default_as_a_model_directory(json_run, tmp_path, capfd, monkeypatch):
     monkeypatch.setattr(cli, "disable_library_progress_bars", lambda: None)  # --json would, for this whole process
-    code, out, _ = run_main(capfd, "tiny", str(tmp_path / "tiny"))
+    # As the README types it, `vilamp tiny path/to/vilamp`: missing parents are made, as `vilamp convert` makes them.
+    model_dir = tmp_path / "path" / "to" / "vilamp"
+    code, out, _ = run_main(capfd, "tiny", str(model_dir))
     assert code == 0
     assert out == (
-        f"{cli.TINY_NOTE} in {tmp_path / 'tiny'}: give it wherever a model goes "
-        f"(--model {tmp_path / 'tiny'}, from_pretrained).\n"
+        f"{cli.TINY_NOTE} in {model_dir}: give it wherever a model goes (--model {model_dir}, from_pretrained).\n"
     )
     # Loaded back, it answers as the embedded default does.
     code, out, err = run_main(
-        capfd, "ask", str(CLIP_PATH), "What is the rabbit doing?", "--model", str(tmp_path / "tiny"), "--json"
+        capfd, "ask", str(CLIP_PATH), "What is the rabbit doing?", "--model", str(model_dir), "--json"
     )
     assert code == 0, err
     record, (embedded, _) = json.loads(out), json_run
@@ -393,8 +394,8 @@ def test_trust_remote_code_runs_the_shipped_code(converted_model, tmp_path):
         (["chat", str(CLIP_PATH), "--model", "./nonexist"], "no such model directory: ./nonexist"),
         (["chat", "missing.mp4"], "no such video file: missing.mp4"),
         (["tiny", "runs"], "runs already exists and is not an empty directory"),
+        (["tiny", f"{CLIP_PATH}/tiny"], f"{CLIP_PATH}/tiny: cannot make this directory (Not a directory)"),
         (["serve", "--model", "./nonexist"], "no such model directory: ./nonexist"),
-        (["tiny", "no-such-folder/tiny"], "no-such-folder/tiny: no such directory no-such-folder"),
     ],
 )
 def test_mistakes_are_one_line_with_exit_code_2_before_any_loading(

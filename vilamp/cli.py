@@ -376,8 +376,10 @@ def run_tiny(args: argparse.Namespace) -> int:
     output = Path(args.output)
     if output.exists() and (not output.is_dir() or any(output.iterdir())):
         raise CliError(f"{args.output} already exists and is not an empty directory: give a new one.")
-    if not output.parent.is_dir():
-        raise CliError(f"{args.output}: no such directory {output.parent}")
+    try:
+        output.mkdir(parents=True, exist_ok=True)  # and its parents, as `vilamp convert` makes them
+    except OSError as error:
+        raise CliError(f"{args.output}: cannot make this directory ({error.strerror}).") from error
     if args.quiet:
         disable_library_progress_bars()
     from .tiny import save_tiny_model
