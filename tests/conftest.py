@@ -1,6 +1,7 @@
 """Shared helpers: tiny configs, and the parity fixtures (original-layout checkpoints with recorded outputs)."""
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,21 @@ from vilamp.conversion.checkpoint_mapping import (
 )
 from vilamp.modeling_vilamp import VilampConfig, VilampForConditionalGeneration
 from vilamp.tiny import TINY_TEXT_CONFIG, TINY_VISION_CONFIG
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """
+    Under `pytest -n N`, each worker runs torch on its share of the cores, and so do the processes its tests start
+    (OMP_NUM_THREADS is inherited). With every worker on all the cores, two workers on 2 cores ran twice as many
+    threads as cores, and OpenMP's waiting threads spun on the cores the other worker needed: the model tests took
+    100 s with 2 threads per worker and 50 s with 1 (test_modeling_vilamp, the transformers model suite and the
+    training parity tests, `-n 2` on 2 cores).
+    """
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))  # set by pytest-xdist in each worker
+    if workers > 1:
+        threads = max(1, len(os.sched_getaffinity(0)) // workers)
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        torch.set_num_threads(threads)
 
 
 FIXTURES = Path(__file__).parent / "fixtures"
