@@ -1,6 +1,8 @@
 """
-The `vilamp` command: end to end as a person types it (subprocess, progress bars on), its JSON record, the keyframe
-timeline picture, model loading without running shipped code, and its errors (in process: they need no fresh Python).
+The `vilamp` command: end to end as a person types it (the console script in a fresh process, progress bars on, a
+terminal for chat), its JSON record, the keyframe timeline picture, model loading with and without running shipped
+code, and its errors. What needs no fresh Python runs in this process through `cli.main`: each fresh one spends about
+10 s importing torch and transformers.
 """
 
 import contextlib
@@ -96,10 +98,17 @@ def converted_model(tmp_path_factory) -> Path:
     A fixture checkpoint converted by `vilamp convert`, whose shipped `modeling_vilamp.py` is tampered with: on import
     it creates the file named by $SHIPPED_CODE_RAN.
     """
+    from transformers.utils import logging
+
     model_dir = tmp_path_factory.mktemp("converted") / "model"
-    convert = vilamp("convert", "--checkpoint", str(FIXTURES / "heavy-fill"), "--output", str(model_dir), "--quiet")
-    assert convert.returncode == 0, convert.stderr
-    assert convert.stdout == "" and convert.stderr == ""  # --quiet: no messages, no weight-loading bar
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = cli.main(
+            ["convert", "--checkpoint", str(FIXTURES / "heavy-fill"), "--output", str(model_dir), "--quiet"]
+        )
+    logging.enable_progress_bar()  # --quiet turns transformers' bars off for the whole process
+    assert code == 0, err.getvalue()
+    assert out.getvalue() == "" and err.getvalue() == ""  # --quiet: no messages, no weight-loading bar
     shipped = model_dir / "modeling_vilamp.py"
     marker_code = 'import os, pathlib\npathlib.Path(os.environ["SHIPPED_CODE_RAN"]).touch()\n'
     shipped.write_text(marker_code + shipped.read_text())
@@ -110,7 +119,8 @@ def answer_lines_and_bars(result: subprocess.CompletedProcess, frames: int) -> l
     """
     stdout's lines, once stderr is checked to hold the two progress bars run to the end, and nothing else: no
     traceback, no decoder log lines. Decoding runs to `frames` frames; encoding to those and the frames that others
-    are compared against, encoded first: at most one per keyframe, and the embedded default keeps 2.
+    are compared against, encoded first: at most one per keyframe, and the embedded default keeps 2. The first line
+    is the embedded default's note.
     """
     assert result.returncode == 0, result.stderr
     bar_updates = [update for update in re.split(r"[\r\n]+", result.stderr) if update.strip()]  # \r redraws a bar
@@ -122,36 +132,38 @@ def answer_lines_and_bars(result: subprocess.CompletedProcess, frames: int) -> l
         update.startswith(f"{encoding}: 100%") and any(total in update for total in encoded) for update in bar_updates
     )
     lines = result.stdout.splitlines()
-    assert lines[0] == EMBEDDED_DEFAULT_NOTE and lines[1].startswith("answer: ")
+    assert lines[0] == EMBEDDED_DEFAULT_NOTE
     return lines
 
 
-def test_readme_command_with_progress_bars():
-    # `vilamp ask` as the README gives it. The encoding bar's hook broke the vision tower whenever the bar redrew at
-    # an update, which on a busy machine is any update 0.1 s after the last; TQDM_MININTERVAL=0 redraws at each.
-    lines = answer_lines_and_bars(vilamp("ask", env={"TQDM_MININTERVAL": "0"}), frames=6)
-    assert "frames sampled: 6 (about 1 per second)" in lines
-
-
-def test_ask_about_a_long_clip_with_progress_bars(long_clip):
-    # No --quiet, no --json: 5 vision chunks, so the encoding bar redraws while the tower still has chunks to go.
-    lines = answer_lines_and_bars(vilamp("ask", str(long_clip), "What does the rabbit do?"), frames=40)
+def test_several_questions_about_a_long_clip_as_typed(long_clip):
+    # The console script with its bars on, as a person runs it. The video is decoded and encoded once for all three
+    # questions: one decoding bar and one encoding bar. 40 frames are 5 vision chunks, so the encoding bar redraws
+    # while the tower still has chunks to go; its hook once broke the tower whenever the bar redrew at an update,
+    # which on a busy machine is any update 0.1 s after the last: TQDM_MININTERVAL=0 redraws at each.
+    questions = ("Who?", "What does the rabbit do?", "Where?")
+    result = vilamp("ask", str(long_clip), *questions, env={"TQDM_MININTERVAL": "0"})
+    lines = answer_lines_and_bars(result, frames=40)
+    for bar in PROGRESS_BARS:
+        assert len(re.findall(rf"{bar}:\s+0%", result.stderr)) == 1, result.stderr
+    headings = [line for line in lines if line.startswith("question ")]
+    assert headings == [f"question {number}: {question}" for number, question in enumerate(questions, 1)]
+    assert len([line for line in lines if line.startswith("answer: ")]) == 3
     keyframes = [line for line in lines if line.startswith("keyframe ")]
-    assert len(keyframes) == 2 and all(
+    assert len(keyframes) == 3 * 2 and all(
         re.search(r"video frame +\d+ at 00:00:[0-3]\d \(sample [1-3]?\d(, filled a gap)?\)$", line)
         for line in keyframes
     )
+    assert lines.count("frames sampled: 40 (about 1 per second)") == 3
     # K = 2: 2 keyframes x 196 + 38 merged frames + 1 newline.
-    assert lines[-2:] == [
-        "frames sampled: 40 (about 1 per second)",
-        "visual tokens: 431 (uniform 196 per frame would be 7,841; 18.2x fewer)",
-    ]
+    assert lines.count("visual tokens: 431 (uniform 196 per frame would be 7,841; 18.2x fewer)") == 3
 
 
 def test_frames_thinned_by_max_frames_are_reported_at_their_spacing(long_clip, capfd):
     # The clip's 40 one-per-second samples (0 s to 39 s) thinned to 10 keep the first and the last: 39 s / 9 apart.
     code, out, err = run_main(capfd, "ask", str(long_clip), "What does the rabbit do?", "--max-frames", "10")
     lines = answer_lines_and_bars(subprocess.CompletedProcess([], code, out, err), frames=10)
+    assert lines[1].startswith("answer: ")
     assert f"frames sampled: 10 (about 1 every {39 / 9:.3g} s)" in lines
 
 
@@ -203,27 +215,13 @@ def test_json_record_schema(json_run):
     assert record["plot"] == str(plot)
 
 
-def test_several_questions_decode_and_encode_the_video_once():
-    # With progress bars, as a person runs it: one decoding bar and one encoding bar for all three questions.
-    result = vilamp("ask", str(CLIP_PATH), "Who?", "What is the rabbit doing?", "Where?")
-    assert result.returncode == 0, result.stderr
-    for bar in PROGRESS_BARS:
-        assert len(re.findall(rf"{bar}:\s+0%", result.stderr)) == 1, result.stderr
-    lines = result.stdout.splitlines()
-    assert lines[0] == EMBEDDED_DEFAULT_NOTE
-    headings = [line for line in lines if line.startswith("question ")]
-    assert headings == ["question 1: Who?", "question 2: What is the rabbit doing?", "question 3: Where?"]
-    assert len([line for line in lines if line.startswith("answer: ")]) == 3
-    assert lines.count("visual tokens: 397 (uniform 196 per frame would be 1,177; 3.0x fewer)") == 3
-
-
-def test_several_questions_as_json_lines_equal_one_question_runs(json_run, tmp_path):
+def test_several_questions_as_json_lines_equal_one_question_runs(json_run, tmp_path, capfd):
     single, _ = json_run
-    result = vilamp(
-        "ask", str(CLIP_PATH), "Who?", "What is the rabbit doing?", "--json", "--plot", str(tmp_path / "k.png")
+    code, out, err = run_main(
+        capfd, "ask", str(CLIP_PATH), "Who?", "What is the rabbit doing?", "--json", "--plot", str(tmp_path / "k.png")
     )
-    assert result.returncode == 0, result.stderr
-    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert code == 0, err
+    records = [json.loads(line) for line in out.splitlines()]
     assert [record["question"] for record in records] == ["Who?", "What is the rabbit doing?"]
     assert [record["plot"] for record in records] == [str(tmp_path / "k-1.png"), str(tmp_path / "k-2.png")]
     assert all((tmp_path / f"k-{number}.png").is_file() for number in (1, 2))
@@ -235,27 +233,19 @@ def test_several_questions_as_json_lines_equal_one_question_runs(json_run, tmp_p
     assert all(record["seconds"] > 0 for record in records)
 
 
-def chat_session(stdin: str, *options: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [str(VILAMP), "chat", str(CLIP_PATH), "--quiet", *options],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
-def test_chat_answers_each_question_about_the_video_until_exit(json_run):
+def test_chat_answers_each_question_about_the_video_until_exit(json_run, capfd, monkeypatch):
+    # Piped input, as `echo ... | vilamp chat` gives it; a terminal's is test_chat_ctrl_c_stops_an_answer_...
     single, _ = json_run
-    result = chat_session("What is the rabbit doing?\n\nWhere?\nexit\nNot asked?\n")
-    assert result.returncode == 0, result.stderr
-    assert result.stderr == ""
-    lines = result.stdout.splitlines()
+    monkeypatch.setattr(sys, "stdin", io.StringIO("What is the rabbit doing?\n\nWhere?\nexit\nNot asked?\n"))
+    code, out, err = run_main(capfd, "chat", str(CLIP_PATH), "--quiet")
+    assert code == 0, err
+    assert err == ""
+    lines = out.splitlines()
     assert lines[0] == EMBEDDED_DEFAULT_NOTE
     assert lines[1] == f"{CLIP_PATH}: 6 frames sampled over 00:00:05. {cli.CHAT_HELP}"
     # Piped input is not echoed: each answer follows its prompt. The blank line asks nothing, and the streamed
     # answer equals `vilamp ask`'s.
-    answers = re.findall(rf"^((?:{cli.CHAT_PROMPT})+)answer: (.*)$", result.stdout, flags=re.MULTILINE)
+    answers = re.findall(rf"^((?:{cli.CHAT_PROMPT})+)answer: (.*)$", out, flags=re.MULTILINE)
     assert answers[0] == (cli.CHAT_PROMPT, single["answer"])
     assert len(answers) == 2 and answers[1][0] == cli.CHAT_PROMPT * 2
     summaries = [line for line in lines if line.startswith("(keyframes at ")]
@@ -343,18 +333,16 @@ def test_plot_is_a_png_of_sensible_size(json_run):
     assert image.format == "PNG" and width == 1200 and 400 <= height <= 1200
 
 
-def ask_converted_model(model_dir: Path, marker: Path, *options: str) -> dict:
-    """The `--json` record of a question to the converted fixture; `marker` appears if its shipped code ran."""
-    result = vilamp(
-        *("ask", str(CLIP_PATH), "what?", "--model", str(model_dir), "--json", "--max-new-tokens", "3", *options),
-        env={"SHIPPED_CODE_RAN": str(marker)},
-    )
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
+def ask_converted_model_arguments(model_dir: Path) -> list[str]:
+    return ["ask", str(CLIP_PATH), "what?", "--model", str(model_dir), "--json", "--max-new-tokens", "3"]
 
 
-def test_ask_with_a_converted_model_runs_none_of_its_shipped_code(converted_model, tmp_path):
-    record = ask_converted_model(converted_model, tmp_path / "shipped-code-ran")
+def test_ask_with_a_converted_model_runs_none_of_its_shipped_code(converted_model, tmp_path, capfd, monkeypatch):
+    monkeypatch.setenv("SHIPPED_CODE_RAN", str(tmp_path / "shipped-code-ran"))
+    monkeypatch.setattr(cli, "disable_library_progress_bars", lambda: None)  # --json would, for this whole process
+    code, out, err = run_main(capfd, *ask_converted_model_arguments(converted_model))
+    assert code == 0, err
+    record = json.loads(out)
     assert record["embedded_default"] is False and record["model"] == str(converted_model)
     assert len(record["keyframes"]) == 6  # every sampled frame: the clip has 6, the fixture's K is 8
     assert not (tmp_path / "shipped-code-ran").exists()
@@ -371,7 +359,14 @@ def test_model_and_frame_scorer_are_both_put_on_the_device(which, converted_mode
 
 
 def test_trust_remote_code_runs_the_shipped_code(converted_model, tmp_path):
-    record = ask_converted_model(converted_model, tmp_path / "shipped-code-ran", "--trust-remote-code")
+    # A fresh process: the shipped code is imported as a module of its own, once per process.
+    result = vilamp(
+        *ask_converted_model_arguments(converted_model),
+        "--trust-remote-code",
+        env={"SHIPPED_CODE_RAN": str(tmp_path / "shipped-code-ran")},
+    )
+    assert result.returncode == 0, result.stderr
+    record = json.loads(result.stdout)
     assert len(record["keyframes"]) == 6
     assert (tmp_path / "shipped-code-ran").exists()
 
