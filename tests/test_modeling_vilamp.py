@@ -1,7 +1,6 @@
 """VilampForConditionalGeneration: parity with the original, the visual sequence, generation, batching, loading."""
 
 import os
-import textwrap
 import weakref
 
 import numpy as np
@@ -23,7 +22,6 @@ from conftest import (
     fixture_model,
     fixture_processor,
     load_fixture,
-    run_without_project,
     tiny_config,
     tiny_model,
     video_training_batch,
@@ -471,31 +469,6 @@ def test_save_load_round_trip(tmp_path):
     assert [getattr(loaded.config, f) for f in vilamp_fields] == [getattr(model.config, f) for f in vilamp_fields]
     assert loaded.config.text_config.hidden_size == model.config.text_config.hidden_size
     assert loaded.config.vision_config.num_hidden_layers == model.config.vision_config.num_hidden_layers
-
-
-def test_trust_remote_code_load_without_package(tmp_path):
-    model = saved_model(tmp_path / "model")
-    frames, mask, query = random_video(3), mask_from([1], 3), torch.randn(1, 16)
-    ids = prompt_ids(num_visual_tokens(3, 1, model.model.tokens_per_keyframe))
-    with torch.no_grad():
-        expected = model(input_ids=ids, pixel_values_videos=frames, keyframe_mask=mask, query_embeds=query).logits
-    torch.save({"ids": ids, "frames": frames, "mask": mask, "query": query, "expected": expected}, tmp_path / "io.pt")
-    script = textwrap.dedent(
-        f"""
-        import torch
-        from transformers import AutoModelForImageTextToText
-        model = AutoModelForImageTextToText.from_pretrained({str(tmp_path / "model")!r}, trust_remote_code=True).eval()
-        io = torch.load({str(tmp_path / "io.pt")!r})
-        with torch.no_grad():
-            logits = model(input_ids=io["ids"], pixel_values_videos=io["frames"], keyframe_mask=io["mask"],
-                           query_embeds=io["query"]).logits
-        torch.testing.assert_close(logits, io["expected"])
-        print(type(model).__module__)
-        """
-    )
-    result = run_without_project(script, tmp_path)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip().startswith("transformers_modules.")
 
 
 def test_gradients_do_not_depend_on_the_vision_chunk_size():

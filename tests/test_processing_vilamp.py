@@ -1,7 +1,6 @@
 """VilampProcessor: fixture parity of its front end, placeholder expansion, chat template, saving and errors."""
 
 import os
-import textwrap
 
 import numpy as np
 import pytest
@@ -15,7 +14,6 @@ from conftest import (
     fixture_model,
     fixture_processor,
     load_fixture,
-    run_without_project,
 )
 from media import numbered_frames
 from vilamp.processing import VilampProcessor, VilampVideoProcessor
@@ -164,30 +162,6 @@ def test_save_load_round_trip(heavy_fill, tmp_path):
     assert first.keys() == second.keys()
     for key in first:
         assert same_output(first[key], second[key]), key
-
-
-def test_trust_remote_code_load_in_fresh_process(heavy_fill, tmp_path):
-    processor = fixture_processor(heavy_fill)
-    processor.save_pretrained(tmp_path / "processor")
-    frames = heavy_fill["inputs"]["frames_uint8"]
-    expected = processor(text=QUESTION_PROMPT.format("Q?"), videos=frames)
-    torch.save({"frames": frames, "expected": dict(expected)}, tmp_path / "io.pt")
-    script = textwrap.dedent(
-        f"""
-        import torch
-        from transformers import AutoProcessor
-        processor = AutoProcessor.from_pretrained({str(tmp_path / "processor")!r}, trust_remote_code=True)
-        io = torch.load({str(tmp_path / "io.pt")!r})
-        batch = processor(text={QUESTION_PROMPT.format("Q?")!r}, videos=io["frames"])
-        assert batch.keys() == io["expected"].keys()
-        for key, value in io["expected"].items():
-            assert torch.equal(batch[key], value) if isinstance(value, torch.Tensor) else batch[key] == value, key
-        print(type(processor).__module__)
-        """
-    )
-    result = run_without_project(script, tmp_path)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip().startswith("transformers_modules.")
 
 
 def test_clip_preprocessing_equals_transformers_clip_processor_on_any_size(heavy_fill):
