@@ -97,19 +97,27 @@ def main(argv: list[str] | None = None) -> None:
                 results[mode].setdefault(num_frames, []).append(measure_in_subprocess(num_frames, mode))
                 print(f"{num_frames} frames, {mode}, run {repeat + 1}: {results[mode][num_frames][-1] / 2**20:.0f} MB")
     medians = {mode: {n: statistics.median(values) for n, values in runs.items()} for mode, runs in results.items()}
-    print(f"\n| frames | {' | '.join(f'{mode} (MB)' for mode in MODES)} |")
-    print(f"|---|{'---|' * len(MODES)}")
-    for num_frames in frame_counts:
-        print(f"| {num_frames} | {' | '.join(f'{medians[mode][num_frames] / 2**20:.0f}' for mode in MODES)} |")
-    first, last = frame_counts[0], frame_counts[-1]
-    print(f"\nPer extra frame ({first} -> {last} frames); a 384 px frame is {FRAME_BYTES / 1024:.0f} KB in uint8:")
-    for mode in MODES:
-        slope = (medians[mode][last] - medians[mode][first]) / (last - first)
-        print(f"- {mode}: {slope / 1024:.0f} KB ({slope / FRAME_BYTES:.2f}x the frame)")
+    print(summary(medians, frame_counts))
     args.output_dir.mkdir(parents=True, exist_ok=True)
     results_file = args.output_dir / "training-memory.json"
     results_file.write_text(json.dumps({"runs": results, "median_bytes": medians}, indent=2) + "\n")
     plot(medians, frame_counts, results_file.with_suffix(".png"))
+
+
+def summary(medians: dict, frame_counts: list[int]) -> str:
+    """The table of median peaks by mode and, from the first frame count to the last, the memory per extra frame."""
+    lines = ["", f"| frames | {' | '.join(f'{mode} (MB)' for mode in MODES)} |", f"|---|{'---|' * len(MODES)}"]
+    for num_frames in frame_counts:
+        lines.append(f"| {num_frames} | {' | '.join(f'{medians[mode][num_frames] / 2**20:.0f}' for mode in MODES)} |")
+    first, last = frame_counts[0], frame_counts[-1]
+    if first == last:
+        return "\n".join([*lines, "", "One frame count: give two or more for the memory per extra frame."])
+    frame_kb = FRAME_BYTES / 1024
+    lines += ["", f"Per extra frame ({first} -> {last} frames); a 384 px frame is {frame_kb:.0f} KB in uint8:"]
+    for mode in MODES:
+        slope = (medians[mode][last] - medians[mode][first]) / (last - first)
+        lines.append(f"- {mode}: {slope / 1024:.0f} KB ({slope / FRAME_BYTES:.2f}x the frame)")
+    return "\n".join(lines)
 
 
 def plot(medians: dict, frame_counts: list[int], path: Path) -> None:

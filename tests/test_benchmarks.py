@@ -145,3 +145,21 @@ def test_gpu_check_smoke_test_on_a_machine_without_a_gpu(tmp_path, capsys):
     table = capsys.readouterr().out
     assert table.count("decode_resize_score") == 1 and "bf16 vs fp32 logits" in table
     assert output.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_training_memory_reports_the_memory_per_extra_frame():
+    from benchmarks.training_memory import FRAME_BYTES, MODES, summary
+
+    # Peaks of 100 MB plus 1, 2 and 3 frames' bytes per frame, by mode: the per-frame figure is that multiple.
+    medians = {
+        mode: {n: 100 * 2**20 + times * n * FRAME_BYTES for n in (64, 256, 1024)}
+        for times, mode in enumerate(MODES, start=1)
+    }
+    text = summary(medians, [64, 256, 1024])
+    assert f"| 64 | {' | '.join(f'{medians[mode][64] / 2**20:.0f}' for mode in MODES)} |" in text
+    frame_kb = FRAME_BYTES / 1024
+    for times, mode in enumerate(MODES, start=1):
+        assert f"- {mode}: {times * frame_kb:.0f} KB ({times:.2f}x the frame)" in text
+    assert "Per extra frame (64 -> 1024 frames)" in text
+    one_count = summary({mode: {64: runs[64]} for mode, runs in medians.items()}, [64])
+    assert "| 64 |" in one_count and "Per extra frame" not in one_count and "give two or more" in one_count
