@@ -139,17 +139,17 @@ def prefill_and_decode(model, visual_sequence: torch.Tensor, record: dict, devic
     with stage(record, "prefill", device):
         output = language_model(inputs_embeds=embeds, use_cache=True)
         token = lm_head(output.last_hidden_state[:, -1]).argmax(-1, keepdim=True)
-    cache, per_token = output.past_key_values, []
+    cache, per_token = output.cache, []
     for _ in range(NEW_TOKENS):
         if device.type == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
-        output = language_model(input_ids=token, past_key_values=cache, use_cache=True)
+        output = language_model(input_ids=token, cache=cache, use_cache=True)
         token = lm_head(output.last_hidden_state[:, -1]).argmax(-1, keepdim=True)
         if device.type == "cuda":
             torch.cuda.synchronize()
         per_token.append(time.perf_counter() - start)
-        cache = output.past_key_values
+        cache = output.cache
     record["seconds"]["decode_per_token"] = statistics.median(per_token)
 
 
