@@ -27,7 +27,9 @@ def pytest_configure(config: pytest.Config) -> None:
     """
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))  # set by pytest-xdist in each worker
     if workers > 1:
-        threads = max(1, len(os.sched_getaffinity(0)) // workers)
+        # The cores this process may run on; macOS has no sched_getaffinity.
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        threads = max(1, cores // workers)
         os.environ["OMP_NUM_THREADS"] = str(threads)
         torch.set_num_threads(threads)
 
