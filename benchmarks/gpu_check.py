@@ -8,9 +8,12 @@ under 8 minutes on one H100. It
    `vilamp` method of `benchmarks.measure` on it once per frame count, each in a fresh process, the smaller counts
    thinned uniformly from the same video (`--max-frames`): time, peak GPU memory and peak host RSS per stage, and
    SigLIP TFLOP/s in the vision stage as a share of the card's dense bf16 peak;
-2. runs the same inputs through the tiny model (random weights, fixed seed) in fp32 and in bf16 on the device and
+2. asks three questions about that video at the largest count as `vilamp ask VIDEO Q1 Q2 Q3` asks them, in this
+   process: the video prepared once (decoding and CLIP scoring), the tower's work kept in a `VilampVideoCache`
+   (32 GiB) for the follow-ups; the first question's seconds (preparing included) and each follow-up's;
+3. runs the same inputs through the tiny model (random weights, fixed seed) in fp32 and in bf16 on the device and
    compares the logits;
-3. prints one table and writes everything as JSON to `benchmarks/results/gpu-check-<device>.json`, with a picture
+4. prints one table and writes everything as JSON to `benchmarks/results/gpu-check-<device>.json`, with a picture
    beside it (`.png`: seconds per stage and peak memory per frame count).
 
 `--device cpu --size tiny --frames 20,40` is a smoke test of the command itself on a machine without a GPU;
@@ -28,10 +31,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vilamp.cli import ask, prepare_video
+from vilamp.modeling_vilamp import VilampVideoCache
 from vilamp.processing import num_visual_tokens
 from vilamp.tiny import tiny_model_and_processor
 
-from .measure import NEW_TOKENS
+from .many_questions import QUESTIONS
+from .measure import NEW_TOKENS, build_with_processor
 from .plotting import headless_pyplot
 from .run import STAGES, default_memory_limit_gb, run_once
 from .synthetic_video import cached_video
@@ -53,6 +59,9 @@ PRECISION_KEYFRAMES = (0, 3)
 PRECISION_SEED = 0
 # What a run on one H100 is designed to stay under, video writing included; the summary says when it did not.
 TIME_BUDGET_SECONDS = 8 * 60
+# The video cache's budget for the questions: the 7B model's tower outputs take 1.68 MB a frame in bf16
+# (docs/usage.md), 16.8 GB at 10,000 frames, beyond the cache's 8 GiB default.
+QUESTIONS_CACHE_BYTES = 32 * 2**30
 
 
 def progress(message: str) -> None:
@@ -105,6 +114,64 @@ def measure_frame_counts(
         records.append(record)
         progress(f"run {number}/{len(frame_counts)} took {time.perf_counter() - start:.0f} s")
     return records
+
+
+def ask_in_turn(video: Path, num_frames: int, size: str, device: str, questions: int = 3) -> dict:
+    """
+    `questions` questions about `video` thinned to `num_frames` frames, asked in turn as `vilamp ask` asks several:
+    the video is prepared once and the first question fills the video cache that the follow-ups read. Seconds of
+    preparing the video and of each question, the frames each question ran through the tower, and the device's
+    peak memory.
+    """
+    model, processor = build_with_processor(size, torch.device(device))
+    cache = VilampVideoCache(max_bytes=QUESTIONS_CACHE_BYTES)
+    through_tower = []
+
+    def count_frames(_module, args) -> None:  # returns None: the tower's inputs stay as they are
+        through_tower[-1] += args[0].shape[0]
+
+    count = model.get_submodule("model.vision_tower").register_forward_pre_hook(count_frames)
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    prepared = prepare_video(processor, str(video), num_frames, show_progress=False, show_decoder_logs=False)
+    prepare_seconds = time.perf_counter() - start
+    seconds, visual_tokens = [], 0
+    for question in QUESTIONS[:questions]:
+        through_tower.append(0)
+        start = time.perf_counter()
+        _, inputs = ask(model, processor, prepared, question, None, NEW_TOKENS, cache, show_progress=False)
+        seconds.append(time.perf_counter() - start)  # the answer's text is on the host: the device is done
+        visual_tokens = int((inputs["input_ids"] == model.config.video_token_id).sum())
+    count.remove()
+    record = {
+        "frames": int(inputs["video_frame_counts"][0]),
+        "visual_tokens": visual_tokens,
+        "new_tokens": NEW_TOKENS,
+        "prepare_seconds": prepare_seconds,
+        "question_seconds": seconds,
+        "first_question_seconds": prepare_seconds + seconds[0],
+        "follow_up_seconds": seconds[1:],
+        "frames_through_tower": through_tower,
+        "cache_bytes": cache.nbytes,
+    }
+    if device == "cuda":
+        record["gpu_peak_bytes"] = torch.cuda.max_memory_allocated()
+    return record
+
+
+def questions_summary(record: dict) -> str:
+    """One line on the questions asked in turn (or why they failed)."""
+    if "failed" in record:
+        return f"questions in turn: failed: {record['failed'].strip().splitlines()[-1]}"
+    follow_ups = ", ".join(f"{seconds:.2f}" for seconds in record["follow_up_seconds"])
+    return (
+        f"questions in turn, {record['frames']:,} frames ({record['visual_tokens']:,} visual tokens, "
+        f"{record['new_tokens']} new tokens each): first {record['first_question_seconds']:.2f} s "
+        f"(preparing the video {record['prepare_seconds']:.2f} s, then {record['question_seconds'][0]:.2f} s), "
+        f"follow-ups {follow_ups} s; frames through the tower {record['frames_through_tower']}, video cache "
+        f"{record['cache_bytes'] / 1e9:.3g} GB"
+    )
 
 
 def compare_precisions(device: torch.device) -> dict:
@@ -276,6 +343,14 @@ def main(argv: list[str] | None = None) -> None:
     progress(f"{name}, torch {torch.__version__}; dense bf16 peak: {f'{peak:g} TFLOP/s' if peak else 'unknown'}")
 
     records = measure_frame_counts(frame_counts, args.size, args.device, args.cache_dir, peak)
+    largest = frame_counts[-1]
+    progress(f"three questions in turn about the {largest:,}-frame video ({args.size}, {args.device})")
+    try:
+        questions = ask_in_turn(cached_video(args.cache_dir, largest), largest, args.size, args.device)
+    except (RuntimeError, OSError, ValueError) as error:  # out of memory included; the precision check still runs
+        questions = {"failed": str(error)[-3000:]}
+    if args.device == "cuda":
+        torch.cuda.empty_cache()  # the 7B model and its cache are gone; the tiny model's check needs little
     progress("bf16 vs fp32 logits of the tiny model")
     try:
         precision = compare_precisions(torch.device(args.device))
@@ -293,17 +368,20 @@ def main(argv: list[str] | None = None) -> None:
         "settings": {"device": args.device, "size": args.size, "frames": frame_counts, "method": "vilamp"},
         "wall_seconds": wall_seconds,
         "runs": records,
+        "questions_in_turn": questions,
         "bf16_vs_fp32": precision,
     }
     output.write_text(json.dumps(report, indent=2) + "\n")
     plot(report, output.with_suffix(".png"))
     print(table(records, name, peak))
+    print(questions_summary(questions))
     print(precision_summary(precision, args.device))
     over = ""
     if args.device == "cuda" and wall_seconds > TIME_BUDGET_SECONDS:
         over = f" (over the {TIME_BUDGET_SECONDS // 60} minutes it is designed for)"
     print(f"{name}, torch {torch.__version__}, {wall_seconds:.0f} s in all{over}; wrote {output} and its .png")
     failed = [f"{r['requested_frames']:,} frames" for r in records if "failed" in r]
+    failed += ["questions in turn"] if "failed" in questions else []
     failed += ["bf16 vs fp32"] if "failed" in precision else []
     if failed:
         sys.exit(f"gpu_check: failed: {', '.join(failed)}")

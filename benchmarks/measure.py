@@ -22,11 +22,11 @@ import torch
 
 from vilamp.conversion.checkpoint_mapping import KNOWN_FRAME_SCORERS
 from vilamp.modeling_vilamp import VilampConfig, VilampForConditionalGeneration
-from vilamp.processing import FrameScorer
+from vilamp.processing import FrameScorer, VilampProcessor, VilampVideoProcessor
 from vilamp.processing.decoding_threads import decode_resize_and_score, timing_steps
 from vilamp.processing.keyframes import fill_gaps, frame_relevance, select_keyframes, unit_rows
 from vilamp.processing.video_decoding import open_video, sample_frame_indices
-from vilamp.tiny import TINY_SCORER, TINY_TEXT_CONFIG, TINY_VISION_CONFIG
+from vilamp.tiny import TINY_SCORER, TINY_TEXT_CONFIG, TINY_VISION_CONFIG, tiny_tokenizer
 
 
 METHODS = ("vilamp", "vilamp-unchunked", "dense-uniform")
@@ -65,12 +65,16 @@ def stage(record: dict, name: str, device: torch.device):
     record.setdefault("rss_peak_bytes", {})[name] = read_peak_rss()
 
 
-def build(size: str, device: torch.device) -> tuple[VilampForConditionalGeneration, FrameScorer]:
+def build(
+    size: str, device: torch.device, video_token_id: int | None = None
+) -> tuple[VilampForConditionalGeneration, FrameScorer]:
     """
     Random-weight model and frame scorer: `tiny` (CPU-sized model and scorer), `tiny-b32` (the tiny model with the
-    released scorer's size, CLIP ViT-B/32) or `7b` (so400m, Qwen2-7B, CLIP ViT-B/32).
+    released scorer's size, CLIP ViT-B/32) or `7b` (so400m, Qwen2-7B, CLIP ViT-B/32). `video_token_id` sets the
+    placeholder's id in the model's config, for a tokenizer whose `<video>` differs from the default.
     """
     torch.manual_seed(0)
+    placeholder = {} if video_token_id is None else {"video_token_id": video_token_id}
     released_scorer = KNOWN_FRAME_SCORERS["clip-ViT-B-32/0_CLIPModel"]
     if size in ("tiny", "tiny-b32"):
         scorer_config = TINY_SCORER if size == "tiny" else released_scorer
@@ -80,17 +84,32 @@ def build(size: str, device: torch.device) -> tuple[VilampForConditionalGenerati
             vision_config={**TINY_VISION_CONFIG, "image_size": 384, "patch_size": 14},
             text_config={**TINY_TEXT_CONFIG, "vocab_size": 512},
             query_embed_dim=scorer_config["embed_dim"],
-            video_token_id=500,
+            **{"video_token_id": 500, **placeholder},
         )
         model, scorer = VilampForConditionalGeneration(config).to(device).eval(), FrameScorer(scorer_config)
     else:
-        config = VilampConfig()
+        config = VilampConfig(**placeholder)
         dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
         with torch.device(device):
             model = VilampForConditionalGeneration._from_config(config, dtype=dtype, attn_implementation="sdpa")
         model, scorer = model.eval(), FrameScorer(released_scorer)
     # The scorer embeds every sampled frame: left on the host, a GPU run would time CLIP on the CPU.
     return model, scorer.to(device)
+
+
+def build_with_processor(size: str, device: torch.device) -> tuple[VilampForConditionalGeneration, VilampProcessor]:
+    """
+    `build`'s model, with its scorer in a processor, for questions asked as `vilamp ask` asks them: the embedded
+    default's tokenizer (its `<video>` id is given to the model), 32 keyframes and the tower's frame size.
+    """
+    tokenizer = tiny_tokenizer()
+    model, scorer = build(size, device, video_token_id=tokenizer.convert_tokens_to_ids("<video>"))
+    side = model.config.vision_config.image_size
+    video_processor = VilampVideoProcessor(size={"height": side, "width": side})
+    processor = VilampProcessor(
+        tokenizer=tokenizer, video_processor=video_processor, frame_scorer=scorer, num_keyframes=NUM_KEYFRAMES
+    )
+    return model, processor
 
 
 def dense_similarity_keyframes(frame_embeds: torch.Tensor, query_embed: torch.Tensor) -> torch.Tensor:
