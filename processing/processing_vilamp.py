@@ -301,7 +301,7 @@ class VilampProcessor(ProcessorMixin):
         ]
         keyframe_masks = [keyframe_mask(chosen, num_keyframes, self.fill_keyframe_gaps) for chosen in by_relevance]
         data = {
-            "pixel_values_videos": concatenated([torch.from_numpy(video.frames) for video in prepared]),
+            "pixel_values_videos": concatenated([video.pixel_values for video in prepared]),
             "keyframe_mask": torch.cat(keyframe_masks),
             "query_embeds": query_embeds,
             "video_frame_counts": torch.tensor([len(video.frames) for video in prepared]),

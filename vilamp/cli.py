@@ -330,9 +330,8 @@ def run_chat(args: argparse.Namespace) -> int:
 
     video_cache = VilampVideoCache(max_bytes=args.cache_bytes)
     prepared = prepare_video(processor, args.video, args.max_frames, show_progress, show_decoder_logs=args.debug)
-    pixel_values = torch.from_numpy(prepared.frames)
     with torch.no_grad(), encoding_progress(model, len(prepared.frames), enabled=show_progress):
-        model.model.cache_videos(pixel_values, [prepared.key], video_cache)
+        model.model.cache_videos(prepared.pixel_values, [prepared.key], video_cache)
     try:
         import readline  # noqa: F401  (line editing and history for input())
     except ImportError:  # not on every platform; input() still works
