@@ -24,6 +24,7 @@ from PIL import Image
 from conftest import CLIP_PATH, FIXTURES
 from media import write_video
 from vilamp import cli
+from vilamp.tiny import TINY_DESCRIPTION
 
 
 VILAMP = Path(sys.executable).parent / "vilamp"  # the console script that `pip install` puts beside python
@@ -313,7 +314,7 @@ def test_tiny_saves_the_embedded_default_as_a_model_directory(json_run, tmp_path
     code, out, _ = run_main(capfd, "tiny", str(model_dir))
     assert code == 0
     assert out == (
-        f"{cli.TINY_NOTE} in {model_dir}: give it wherever a model goes (--model {model_dir}, from_pretrained).\n"
+        f"{TINY_DESCRIPTION} in {model_dir}: give it wherever a model goes (--model {model_dir}, from_pretrained).\n"
     )
     # Loaded back, it answers as the embedded default does.
     code, out, err = run_main(

@@ -18,7 +18,7 @@ from conftest import CLIP_PATH
 from media import numbered_frames, write_video
 from vilamp import cli
 from vilamp.serving import SERVER_RELEASE, VilampModelManager, build_app
-from vilamp.tiny import tiny_model_and_processor
+from vilamp.tiny import TINY_DESCRIPTION, tiny_model_and_processor
 
 
 pytestmark = pytest.mark.skipif(
@@ -267,7 +267,7 @@ def test_vilamp_serve_as_typed_answers_until_ctrl_c():
         text=True,
     )
     try:
-        assert process.stdout.readline() == f"NOTE: no --model: serving {cli.TINY_NOTE}.\n"
+        assert process.stdout.readline() == f"NOTE: no --model: serving {TINY_DESCRIPTION}.\n"
         assert process.stdout.readline().endswith(f"/tiny at http://127.0.0.1:{port}/v1 (Ctrl-C stops)\n")
         base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 120

@@ -42,7 +42,6 @@ from .loading import (
 # argument are answered at once. torch, transformers and the model load only once the arguments are checked.
 DEFAULT_QUESTION = "What happens in this video?"
 DTYPES = ("auto", *DTYPE_NAMES)
-TINY_NOTE = "the embedded default (a tiny random-weight ViLAMP keeping 2 keyframes; its answers are noise)"
 CHAT_PROMPT = "question> "
 CHAT_HELP = "Each question is answered on its own, about the whole video. Type exit or press Ctrl-D to leave."
 EMBEDDED_TRAINING_NOTE = "NOTE: no --model: training the embedded default, a tiny random-weight model."
@@ -381,11 +380,12 @@ def run_tiny(args: argparse.Namespace) -> int:
         raise CliError(f"{args.output}: cannot make this directory ({error.strerror}).") from error
     if args.quiet:
         disable_library_progress_bars()
-    from .tiny import save_tiny_model
+    from .tiny import TINY_DESCRIPTION, save_tiny_model
 
     save_tiny_model(output)
     if not args.quiet:
-        print(f"{TINY_NOTE} in {args.output}: give it wherever a model goes (--model {args.output}, from_pretrained).")
+        where = f"--model {args.output}, from_pretrained"
+        print(f"{TINY_DESCRIPTION} in {args.output}: give it wherever a model goes ({where}).")
     return 0
 
 
@@ -411,12 +411,12 @@ def run_serve(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="vilamp-serve-") as folder:
         model = args.model
         if model is None:
-            from .tiny import save_tiny_model
+            from .tiny import TINY_DESCRIPTION, save_tiny_model
 
             disable_library_progress_bars()
             model = f"{folder}/tiny"
             save_tiny_model(model)
-            print(f"NOTE: no --model: serving {TINY_NOTE}.")
+            print(f"NOTE: no --model: serving {TINY_DESCRIPTION}.")
         app = build_app(
             model,
             device=args.device,

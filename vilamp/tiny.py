@@ -36,6 +36,12 @@ TINY_TEXT_CONFIG = {
     "num_attention_heads": 4,
     "num_key_value_heads": 2,
 }
+# K of the embedded default: of the bundled clip's 6 sampled frames, 2 at full detail and 4 merged.
+TINY_NUM_KEYFRAMES = 2
+# How the commands that save or serve the embedded default name it.
+TINY_DESCRIPTION = (
+    f"the embedded default (a tiny random-weight ViLAMP keeping {TINY_NUM_KEYFRAMES} keyframes; its answers are noise)"
+)
 TINY_SCORER = {
     "embed_dim": 16,
     "quick_gelu": True,
@@ -84,7 +90,7 @@ def tiny_model_and_processor(seed: int = 0) -> tuple[VilampForConditionalGenerat
         tokenizer=tokenizer,
         video_processor=VilampVideoProcessor(size={"height": 54, "width": 54}),
         frame_scorer=FrameScorer(TINY_SCORER),
-        num_keyframes=2,
+        num_keyframes=TINY_NUM_KEYFRAMES,
     )
     return model, processor
 
