@@ -63,12 +63,8 @@ def plot_keyframes(
 
     timestamps, relevance = _as_numpy(frame_timestamps).astype(float), _as_numpy(frame_relevance).astype(float)
     indices, images = _as_numpy(keyframe_indices).astype(int), _as_numpy(keyframe_images)
-    if timestamps.shape != relevance.shape or timestamps.ndim != 1:
-        raise ValueError(f"frame_timestamps {timestamps.shape} and frame_relevance {relevance.shape} must be (N,).")
-    if images.ndim != 4 or images.shape[0] != indices.shape[0]:
-        raise ValueError(f"keyframe_images {images.shape} must be (K, 3, H, W) for the {len(indices)} keyframes.")
-    if indices.size and (indices.min() < 0 or indices.max() >= timestamps.shape[0]):
-        raise ValueError(f"keyframe_indices must lie in [0, {timestamps.shape[0]}).")
+    filled = np.zeros(len(indices), dtype=bool) if gap_filled is None else np.asarray(gap_filled, dtype=bool)
+    _check_shapes(timestamps, relevance, indices, images, filled)
 
     rows = max(1, math.ceil(len(indices) / THUMBNAILS_PER_ROW))
     columns = THUMBNAILS_PER_ROW if len(indices) > THUMBNAILS_PER_ROW else max(len(indices), 1)
@@ -76,17 +72,45 @@ def plot_keyframes(
     row_height = min(1.7, 12 / THUMBNAILS_PER_ROW / (aspect_ratio or 1.0) + 0.35)
     figure = plt.figure(figsize=(12, 3.2 + row_height * rows), dpi=100, layout="constrained")
     grid = figure.add_gridspec(1 + rows, columns, height_ratios=[3.2] + [row_height] * rows)
-    timeline = figure.add_subplot(grid[0, :])
-    timeline.plot(timestamps, relevance, color="0.55", linewidth=1, label="relevance to the question")
-    filled = np.zeros(len(indices), dtype=bool) if gap_filled is None else np.asarray(gap_filled, dtype=bool)
+    _draw_timeline(figure.add_subplot(grid[0, :]), timestamps, relevance, indices, filled, question)
+    for number, (index, image, gap) in enumerate(zip(indices, images, filled, strict=True)):
+        axis = figure.add_subplot(grid[1 + number // columns, number % columns])
+        _draw_thumbnail(axis, image, f"{number + 1}: {format_timestamp(timestamps[index])}", gap, aspect_ratio)
+    path = Path(path)
+    figure.savefig(path, format="png")
+    plt.close(figure)
+    return path
+
+
+def _check_shapes(
+    timestamps: np.ndarray, relevance: np.ndarray, indices: np.ndarray, images: np.ndarray, filled: np.ndarray
+) -> None:
+    if timestamps.shape != relevance.shape or timestamps.ndim != 1:
+        raise ValueError(f"frame_timestamps {timestamps.shape} and frame_relevance {relevance.shape} must be (N,).")
+    if images.ndim != 4 or images.shape[0] != indices.shape[0]:
+        raise ValueError(f"keyframe_images {images.shape} must be (K, 3, H, W) for the {len(indices)} keyframes.")
+    if indices.size and (indices.min() < 0 or indices.max() >= timestamps.shape[0]):
+        raise ValueError(f"keyframe_indices must lie in [0, {timestamps.shape[0]}).")
     if filled.shape != indices.shape:
         raise ValueError(f"gap_filled {filled.shape} must hold one flag per keyframe, {indices.shape}.")
+
+
+def _draw_timeline(
+    axis,
+    timestamps: np.ndarray,
+    relevance: np.ndarray,
+    indices: np.ndarray,
+    filled: np.ndarray,
+    question: str | None,
+) -> None:
+    """Relevance over time, keyframes marked and numbered: solid if chosen for relevance, hollow if filling a gap."""
+    axis.plot(timestamps, relevance, color="0.55", linewidth=1, label="relevance to the question")
     chosen = indices[~filled]
-    timeline.scatter(
+    axis.scatter(
         timestamps[chosen], relevance[chosen], color="tab:red", zorder=3, s=24, label="keyframes chosen for relevance"
     )
     if filled.any():
-        timeline.scatter(
+        axis.scatter(
             timestamps[indices[filled]],
             relevance[indices[filled]],
             facecolors="white",
@@ -96,8 +120,8 @@ def plot_keyframes(
             label="keyframes filling gaps between them",
         )
     for number, index in enumerate(indices):
-        timeline.axvline(timestamps[index], color="tab:red", alpha=0.15, linewidth=1)
-        timeline.annotate(
+        axis.axvline(timestamps[index], color="tab:red", alpha=0.15, linewidth=1)
+        axis.annotate(
             str(number + 1),
             (timestamps[index], relevance[index]),
             textcoords="offset points",
@@ -107,25 +131,22 @@ def plot_keyframes(
             fontsize=7,
             color="tab:red",
         )
-    timeline.margins(y=0.15)  # room above the highest keyframe for its number
-    timeline.set_xlabel("time in the video")
-    timeline.set_ylabel("CLIP similarity to the question")
-    ticks = timeline.get_xticks()
-    timeline.set_xticks(ticks, [format_timestamp(max(tick, 0.0)) for tick in ticks])
-    timeline.set_xlim(timestamps.min() - 0.5, timestamps.max() + 0.5)
-    timeline.legend(loc="best", fontsize=8)
+    axis.margins(y=0.15)  # room above the highest keyframe for its number
+    axis.set_xlabel("time in the video")
+    axis.set_ylabel("CLIP similarity to the question")
+    ticks = axis.get_xticks()
+    axis.set_xticks(ticks, [format_timestamp(max(tick, 0.0)) for tick in ticks])
+    axis.set_xlim(timestamps.min() - 0.5, timestamps.max() + 0.5)
+    axis.legend(loc="best", fontsize=8)
     title = f"{len(indices)} keyframes among {len(timestamps)} sampled frames"
-    timeline.set_title(f"{question}\n{title}" if question else title, fontsize=10)
+    axis.set_title(f"{question}\n{title}" if question else title, fontsize=10)
 
-    for number, (index, image, gap) in enumerate(zip(indices, images, filled, strict=True)):
-        axis = figure.add_subplot(grid[1 + number // columns, number % columns])
-        height, width = image.shape[1:]
-        # imshow's `aspect` is a pixel's height over its width: the frame is shown at the video's own shape.
-        shape = 1.0 if aspect_ratio is None else width / (height * aspect_ratio)
-        axis.imshow(np.transpose(image, (1, 2, 0)), aspect=shape, interpolation="lanczos")
-        axis.set_title(f"{number + 1}: {format_timestamp(timestamps[index])}{' (gap)' if gap else ''}", fontsize=8)
-        axis.axis("off")
-    path = Path(path)
-    figure.savefig(path, format="png")
-    plt.close(figure)
-    return path
+
+def _draw_thumbnail(axis, image: np.ndarray, title: str, gap_filled: bool, aspect_ratio: float | None) -> None:
+    """One `(3, H, W)` keyframe at the video's own shape, titled with its number and time."""
+    height, width = image.shape[1:]
+    # imshow's `aspect` is a pixel's height over its width: the frame is shown at the video's own shape.
+    shape = 1.0 if aspect_ratio is None else width / (height * aspect_ratio)
+    axis.imshow(np.transpose(image, (1, 2, 0)), aspect=shape, interpolation="lanczos")
+    axis.set_title(f"{title}{' (gap)' if gap_filled else ''}", fontsize=8)
+    axis.axis("off")
