@@ -18,6 +18,7 @@ import math
 import weakref
 from collections import OrderedDict
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -154,6 +155,34 @@ class VilampVideoCache:
 
     def clear(self) -> None:
         self._entries.clear()
+
+
+class VideoCacheFiller:
+    """
+    `VilampModel.fill_video_cache`'s result: called by the processor's front end with the frames array it fills and
+    how many frames are ready, it runs every whole chunk of ready frames through the tower; `keep` stores them.
+    """
+
+    def __init__(self, model: "VilampModel", video_cache: VilampVideoCache):
+        self.model, self.video_cache = model, video_cache
+        self.chunks: list[slice] | None = None
+        self.states: list[torch.Tensor] = []
+
+    def __call__(self, frames: np.ndarray, ready: int) -> None:
+        if self.chunks is None:
+            # A video larger than the cache's whole budget is not kept: its questions stream it through the tower.
+            fits = self.video_cache.fits(self.model._tower_states_bytes(len(frames)))
+            self.chunks = self.model._chunks(len(frames)) if fits else []
+        while len(self.states) < len(self.chunks) and self.chunks[len(self.states)].stop <= ready:
+            with torch.no_grad():
+                chunk = torch.from_numpy(frames[self.chunks[len(self.states)]])
+                self.states.append(self.model._tower_states(chunk, self.video_cache))
+
+    def keep(self, key: str) -> None:
+        """Stores the video's tower outputs under `key` (`PreparedVideo.key`), once every chunk has run."""
+        if self.chunks and len(self.states) == len(self.chunks):
+            self.video_cache.put(key, torch.cat(self.states))
+        self.states = []
 
 
 def context_frames(keyframe_mask: torch.Tensor, rule: str) -> torch.Tensor:
@@ -302,12 +331,14 @@ class VilampModel(VilampPreTrainedModel):
             return states
         if not video_cache.fits(self._tower_states_bytes(frames.shape[0])):
             return None
-        store = "cpu" if video_cache.offload else self.image_newline.device
-        states = torch.cat(
-            [self._run_vision_tower(frames[chunk]).last_hidden_state.to(store) for chunk in self._chunks(len(frames))]
-        )
+        states = torch.cat([self._tower_states(frames[chunk], video_cache) for chunk in self._chunks(len(frames))])
         video_cache.put(key, states)
         return states
+
+    def _tower_states(self, frames: torch.Tensor, video_cache: VilampVideoCache) -> torch.Tensor:
+        """One chunk's tower outputs, where `video_cache` keeps them (the host when it offloads)."""
+        store = "cpu" if video_cache.offload else self.image_newline.device
+        return self._run_vision_tower(frames).last_hidden_state.to(store)
 
     def pool_keyframes(self, patch_features: torch.Tensor) -> torch.Tensor:
         """Keyframes' patch grids shrunk with bilinear interpolation (27 x 27 -> 14 x 14 in the 7B model)."""
@@ -555,11 +586,26 @@ class VilampModel(VilampPreTrainedModel):
             self._cached_tower_states(video_cache, key, pixel_values_videos[start : start + count])
             start += count
 
-    def _check_video_cache(self, video_cache: VilampVideoCache, video_keys: list[str] | None, num_videos: int) -> None:
+    def fill_video_cache(self, video_cache: VilampVideoCache) -> "VideoCacheFiller":
+        """
+        The tower's work on a video while the processor is still decoding it: pass the result as `on_frames` to
+        `VilampProcessor.prepare_video`, then call its `keep(prepared.key)`. Each chunk of frames runs through the
+        tower as soon as it is decoded, while the processor's threads decode and score the next ones (on an
+        accelerator the two overlap), in the chunks a first question would use on a cache miss: the entry is the one
+        that question would have made.
+        """
+        self._claim_video_cache(video_cache)
+        return VideoCacheFiller(self, video_cache)
+
+    def _claim_video_cache(self, video_cache: VilampVideoCache) -> None:
         # By its methods, not its class: the cache of an installed `vilamp` serves the same model loaded from the
         # code a checkpoint ships (`trust_remote_code=True`), whose classes are copies.
         if not all(hasattr(video_cache, method) for method in ("claim", "get", "holds", "fits", "put")):
             raise ValueError(f"`video_cache` must be a VilampVideoCache, got {type(video_cache).__name__}.")
+        video_cache.claim(self)
+
+    def _check_video_cache(self, video_cache: VilampVideoCache, video_keys: list[str] | None, num_videos: int) -> None:
+        self._claim_video_cache(video_cache)
         if video_keys is None or len(video_keys) != num_videos:
             raise ValueError(
                 f"`video_cache` needs `video_keys`, one per video ({num_videos}), as VilampProcessor returns them; "
@@ -571,7 +617,6 @@ class VilampModel(VilampPreTrainedModel):
             raise ValueError(
                 "`video_cache` keeps features without gradients: use it under `torch.no_grad()` (as `generate` does)."
             )
-        video_cache.claim(self)
 
     @can_return_tuple
     @auto_docstring(custom_intro="Builds the visual sequence of every video (docs/architecture.md).")

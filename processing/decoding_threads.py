@@ -11,7 +11,7 @@ import contextlib
 import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -78,6 +78,7 @@ def decode_resize_and_score(
     chunk_size: int,
     show_progress: bool = False,
     keep_scorer_inputs: bool = False,
+    on_frames: Callable[[np.ndarray, int], None] | None = None,
 ) -> DecodedFrames:
     """
     Decodes the frames at `indices` `chunk_size` at a time, keeps each resized to `image_size` as uint8 and scores
@@ -90,7 +91,8 @@ def decode_resize_and_score(
     it (at 720p they made the decoding thread the front end's longest path; docs/performance.md).
 
     With `keep_scorer_inputs`, what the scorer read is kept too, in frame order (to train the scorer, whose forward
-    then runs again with gradients).
+    then runs again with gradients). `on_frames(frames, ready)` is called in this thread each time a chunk lands,
+    with the array of resized frames and how many of them are ready, while the other threads go on.
     """
     frames = np.empty((len(indices), 3, image_size, image_size), dtype=np.uint8)
     workers = scoring_threads()
@@ -121,6 +123,8 @@ def decode_resize_and_score(
             native_size = chunk.native_size
             _add_seconds("resize", chunk.resize_seconds)
             bar.update(len(chunk.frames))
+            if on_frames is not None:
+                on_frames(frames, done)
 
         in_flight = 0  # set from the first chunk, the first time the frames' size is known
         for chunk in _timed_iteration(chunks, "wait"):

@@ -26,7 +26,7 @@ VilampProcessor: (video, question) -> model inputs, in two steps with a seam bet
 import dataclasses
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -209,16 +209,23 @@ class VilampProcessor(ProcessorMixin):
         video: VideoInput | PreparedVideo,
         video_metadata: dict | None = None,
         keep_scorer_inputs: bool = False,
+        on_frames: Callable[[np.ndarray, int], None] | None = None,
         **kwargs: Unpack[VilampVideoProcessorKwargs],
     ) -> PreparedVideo:
         """
         Samples, decodes and resizes `video` chunk by chunk and embeds every sampled frame with the frame scorer (see
-        `VilampVideoProcessor.process_video`; `keep_scorer_inputs` keeps what the scorer read, to train it). Nothing
-        here depends on a question: pass the result wherever a video goes (`__call__`, chat messages) to answer more
-        questions about it. A `PreparedVideo` is returned as it is.
+        `VilampVideoProcessor.process_video`; `keep_scorer_inputs` keeps what the scorer read, to train it;
+        `on_frames`, `model.fill_video_cache(cache)`, runs the vision tower on the frames while later ones decode).
+        Nothing here depends on a question: pass the result wherever a video goes (`__call__`, chat messages) to
+        answer more questions about it. A `PreparedVideo` is returned as it is.
         """
         return self.video_processor.process_video(
-            video, video_metadata, self.frame_scorer, keep_scorer_inputs=keep_scorer_inputs, **kwargs
+            video,
+            video_metadata,
+            self.frame_scorer,
+            keep_scorer_inputs=keep_scorer_inputs,
+            on_frames=on_frames,
+            **kwargs,
         )
 
     # --- the question step -------------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ size. Normalisation (mean 0.5, std 0.5) happens inside the model, which takes th
 """
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -281,6 +282,7 @@ class VilampVideoProcessor(BaseVideoProcessor):
         video_metadata: VideoMetadata | dict | None = None,
         frame_scorer: ChunkScorer | None = None,
         keep_scorer_inputs: bool = False,
+        on_frames: Callable[[np.ndarray, int], None] | None = None,
         **kwargs: Unpack[VilampVideoProcessorKwargs],
     ) -> PreparedVideo:
         """
@@ -288,8 +290,9 @@ class VilampVideoProcessor(BaseVideoProcessor):
         time, keeping each frame resized to the tower's size as uint8. Frames given in memory are at
         `video_metadata["fps"]` frames per second, or `fps` (default 1). `frame_scorer`, when given, embeds every
         frame from its native-resolution chunk while that is at hand (`decoding_threads.decode_resize_and_score`);
-        with `keep_scorer_inputs` its inputs are kept too (`scorer_pixel_values`, to train the scorer). Settings not
-        given take this processor's. A `PreparedVideo` is returned as it is.
+        with `keep_scorer_inputs` its inputs are kept too (`scorer_pixel_values`, to train the scorer), and
+        `on_frames` sees the resized frames as they land (`VilampModel.fill_video_cache`). Settings not given take
+        this processor's. A `PreparedVideo` is returned as it is.
         """
         self.check_frame_settings(kwargs)
         if isinstance(video, PreparedVideo):
@@ -316,6 +319,7 @@ class VilampVideoProcessor(BaseVideoProcessor):
             kwargs.get("decode_chunk_size", self.decode_chunk_size),
             kwargs.get("show_progress", self.show_progress),
             keep_scorer_inputs,
+            on_frames,
         )
         height, width = decoded.native_size
         metadata.update({"frames_indices": indices.tolist(), "height": height, "width": width})

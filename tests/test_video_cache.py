@@ -138,3 +138,44 @@ def test_the_model_dtype_is_part_of_the_key(processor, prepared):
         fresh = model(**inputs).logits
     assert len(cache) == 2
     assert np.array_equal(cached.float().numpy(), fresh.float().numpy())
+
+
+def test_the_tower_runs_while_the_video_decodes_and_keeps_what_a_first_question_would(processor):
+    model = tiny_model(seed=48, vision_chunk_size=4)
+    filled, asked = VilampVideoCache(), VilampVideoCache()
+    runs = count_tower_frames(model)
+    filler = model.model.fill_video_cache(filled)
+    ready_and_runs = []
+
+    def on_frames(frames, ready):
+        filler(frames, ready)
+        ready_and_runs.append((ready, list(runs)))
+
+    # Decoded 2 frames at a time, through the tower 4 at a time: the first 4 frames run while the last 2 decode.
+    prepared = processor.prepare_video(str(CLIP_PATH), decode_chunk_size=2, on_frames=on_frames)
+    assert ready_and_runs == [(2, []), (4, [4]), (6, [4, 2])]
+    filler.keep(prepared.key)
+    inputs = processor(text=prompt(QUESTIONS[0]), videos=prepared)
+    with torch.no_grad():
+        model(**inputs, video_cache=asked)  # a first question on a cache miss fills `asked` its own way
+        assert torch.equal(filled.get(prepared.key, torch.float32), asked.get(prepared.key, torch.float32))
+        before = len(runs)
+        cached_tokens = model.generate(**inputs, max_new_tokens=5, do_sample=False, pad_token_id=0, video_cache=filled)
+        assert len(runs) == before  # answered from what the filler kept
+        fresh_tokens = model.generate(**inputs, max_new_tokens=5, do_sample=False, pad_token_id=0)
+    assert cached_tokens.tolist() == fresh_tokens.tolist()
+
+
+def test_the_filler_keeps_nothing_beyond_the_budget_or_for_a_video_already_prepared(processor, prepared):
+    model = tiny_model(seed=49)
+    runs = count_tower_frames(model)
+    small = VilampVideoCache(max_bytes=1000)
+    filler = model.model.fill_video_cache(small)
+    again = processor.prepare_video(str(CLIP_PATH), on_frames=filler)
+    filler.keep(again.key)
+    assert len(small) == 0 and runs == []  # too large for the budget: the frames wait for their questions
+    cache = VilampVideoCache()
+    filler = model.model.fill_video_cache(cache)
+    assert processor.prepare_video(prepared, on_frames=filler) is prepared  # nothing decoded, nothing run
+    filler.keep(prepared.key)
+    assert len(cache) == 0 and runs == []
