@@ -140,17 +140,18 @@ def test_gpu_check_smoke_test_on_a_machine_without_a_gpu(tmp_path, capsys):
     assert [run["frames"] for run in report["runs"]] == [20]
     (run,) = report["runs"]
     assert set(run["seconds"]) == set(STAGES) and run["requested_frames"] == run["frames"]
-    # Three questions in turn about the same video: the first runs its 20 frames through the tower, the follow-ups
-    # read them from the video cache.
+    # Three questions in turn about the same video: on the CPU the first runs its 20 frames through the tower (on an
+    # accelerator the preparing would), the follow-ups read them from the video cache.
     questions = report["questions_in_turn"]
     assert questions["frames"] == 20 and questions["frames_through_tower"] == [20, 0, 0]
+    assert questions["frames_through_tower_preparing"] == 0
     assert questions["cache_bytes"] > 0 and len(questions["question_seconds"]) == 3
     assert questions["first_question_seconds"] == questions["prepare_seconds"] + questions["question_seconds"][0]
     precision = report["bf16_vs_fp32"]
     assert 0 < precision["max_abs_diff"] < precision["max_abs_fp32"]
     table = capsys.readouterr().out
     assert table.count("decode_resize_score") == 1 and "bf16 vs fp32 logits" in table
-    assert "questions in turn, 20 frames" in table and "frames through the tower [20, 0, 0]" in table
+    assert "questions in turn, 20 frames" in table and "while preparing 0, then [20, 0, 0]" in table
     assert output.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

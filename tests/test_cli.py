@@ -234,6 +234,31 @@ def test_several_questions_as_json_lines_equal_one_question_runs(json_run, tmp_p
     assert all(record["seconds"] > 0 for record in records)
 
 
+def test_the_tower_running_while_the_video_decodes_gives_the_same_answers(json_run, capfd, monkeypatch):
+    # What an accelerator does (cli.encodes_while_decoding), here on the CPU: ask and chat answer as without it.
+    from vilamp.modeling_vilamp.modeling_vilamp import VideoCacheFiller
+
+    single, _ = json_run
+    monkeypatch.setattr(cli, "encodes_while_decoding", lambda _model: True)
+    kept, keep = [], VideoCacheFiller.keep
+    monkeypatch.setattr(
+        VideoCacheFiller, "keep", lambda filler, key: (kept.append(len(filler.states)), keep(filler, key))
+    )
+    monkeypatch.setattr(cli, "disable_library_progress_bars", lambda: None)  # --json would, for this whole process
+    code, out, err = run_main(capfd, "ask", str(CLIP_PATH), "Who?", "What is the rabbit doing?", "--json")
+    assert code == 0, err
+    record = json.loads(out.splitlines()[1])
+    unrelated = ("seconds", "plot")
+    assert {k: v for k, v in record.items() if k not in unrelated} == {
+        k: v for k, v in single.items() if k not in unrelated
+    }
+    monkeypatch.setattr(sys, "stdin", io.StringIO("What is the rabbit doing?\nexit\n"))
+    code, out, err = run_main(capfd, "chat", str(CLIP_PATH), "--quiet")
+    assert code == 0, err
+    assert re.findall(r"answer: (.*)$", out, flags=re.MULTILINE) == [single["answer"]]
+    assert kept == [1, 1]  # each command ran the clip's 6 frames through the tower (one chunk of 8) as it decoded
+
+
 def test_chat_answers_each_question_about_the_video_until_exit(json_run, capfd, monkeypatch):
     # Piped input, as `echo ... | vilamp chat` gives it; a terminal's is test_chat_ctrl_c_stops_an_answer_...
     single, _ = json_run

@@ -121,19 +121,44 @@ def encoding_progress(model, frames_encoded: int, enabled: bool) -> Iterator[Non
         bar.close()
 
 
-def prepare_video(processor, video: str, max_frames: int | None, show_progress: bool, show_decoder_logs: bool):
+def encodes_while_decoding(model) -> bool:
     """
-    The video-only step, once for all questions: sampling, decoding and the frame scorer's embeddings. The video
-    decoder's own log lines reach stderr only with `show_decoder_logs`; otherwise one error line names a bad file.
+    Whether the vision tower runs on a video's frames while the rest decode (`VilampModel.fill_video_cache`): on an
+    accelerator, where decoding and the tower take about as long each (23 s and 22 s at 10,000 frames on an H200,
+    docs/performance.md); not on the CPU, whose cores the front end's threads already keep busy.
+    """
+    return model.device.type != "cpu"
+
+
+def prepare_video(
+    processor,
+    video: str,
+    max_frames: int | None,
+    show_progress: bool,
+    show_decoder_logs: bool,
+    model=None,
+    video_cache=None,
+):
+    """
+    The video-only step, once for all questions: sampling, decoding and the frame scorer's embeddings, and with
+    `model` and `video_cache`, where `encodes_while_decoding(model)`, the tower's outputs kept in the cache as the
+    frames decode. The video decoder's own log lines reach stderr only with `show_decoder_logs`; otherwise one error
+    line names a bad file.
     """
     # Left out, max_frames keeps the processor's own setting (None would mean "no cap").
     options = {"max_frames": max_frames} if max_frames is not None else {}
+    filler = None
+    if video_cache is not None and encodes_while_decoding(model):
+        filler = model.model.fill_video_cache(video_cache)
     with native_stderr_silenced(enabled=not show_decoder_logs):
         try:
-            return processor.prepare_video(video, show_progress=show_progress, **options)
+            prepared = processor.prepare_video(video, show_progress=show_progress, on_frames=filler, **options)
         except (OSError, ValueError) as error:
             message = first_line(error)
             raise CliError(message if video in message else f"cannot decode video {video}: {message}") from error
+    if filler is not None:
+        filler.keep(prepared.key)
+    return prepared
 
 
 def ask(
@@ -292,7 +317,7 @@ def run_ask(args: argparse.Namespace) -> int:
 
     video_cache = VilampVideoCache(max_bytes=args.cache_bytes)
     start = time.perf_counter()
-    prepared = prepare_video(processor, args.video, args.max_frames, show_progress, show_decoder_logs=args.debug)
+    prepared = prepare_video(processor, args.video, args.max_frames, show_progress, args.debug, model, video_cache)
     for number, (question, plot) in enumerate(
         zip(questions, plot_paths(args.plot, len(questions)), strict=True), start=1
     ):
@@ -328,9 +353,10 @@ def run_chat(args: argparse.Namespace) -> int:
     from .processing.keyframe_plot import format_timestamp
 
     video_cache = VilampVideoCache(max_bytes=args.cache_bytes)
-    prepared = prepare_video(processor, args.video, args.max_frames, show_progress, show_decoder_logs=args.debug)
-    with torch.no_grad(), encoding_progress(model, len(prepared.frames), enabled=show_progress):
-        model.model.cache_videos(prepared.pixel_values, [prepared.key], video_cache)
+    prepared = prepare_video(processor, args.video, args.max_frames, show_progress, args.debug, model, video_cache)
+    if not encodes_while_decoding(model):
+        with torch.no_grad(), encoding_progress(model, len(prepared.frames), enabled=show_progress):
+            model.model.cache_videos(prepared.pixel_values, [prepared.key], video_cache)
     try:
         import readline  # noqa: F401  (line editing and history for input())
     except ImportError:  # not on every platform; input() still works
