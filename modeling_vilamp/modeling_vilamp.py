@@ -159,8 +159,9 @@ class VilampVideoCache:
 
 class VideoCacheFiller:
     """
-    `VilampModel.fill_video_cache`'s result: called by the processor's front end with the frames array it fills and
-    how many frames are ready, it runs every whole chunk of ready frames through the tower; `keep` stores them.
+    How the model fills a `VilampVideoCache` with one video's tower outputs (`VilampModel.fill_video_cache` gives one
+    to the processor's front end; a question's cache miss uses one too): called with the video's frames and how many
+    of them are ready, it runs every whole chunk of ready frames through the tower; `keep` stores them.
     """
 
     def __init__(self, model: "VilampModel", video_cache: VilampVideoCache):
@@ -168,14 +169,14 @@ class VideoCacheFiller:
         self.chunks: list[slice] | None = None
         self.states: list[torch.Tensor] = []
 
-    def __call__(self, frames: np.ndarray, ready: int) -> None:
+    def __call__(self, frames: np.ndarray | torch.Tensor, ready: int) -> None:
         if self.chunks is None:
             # A video larger than the cache's whole budget is not kept: its questions stream it through the tower.
             fits = self.video_cache.fits(self.model._tower_states_bytes(len(frames)))
             self.chunks = self.model._chunks(len(frames)) if fits else []
         while len(self.states) < len(self.chunks) and self.chunks[len(self.states)].stop <= ready:
             with torch.no_grad():
-                chunk = torch.from_numpy(frames[self.chunks[len(self.states)]])
+                chunk = torch.as_tensor(frames[self.chunks[len(self.states)]])
                 self.states.append(self.model._tower_states(chunk, self.video_cache))
 
     def keep(self, key: str) -> None:
@@ -327,12 +328,13 @@ class VilampModel(VilampPreTrainedModel):
         """
         dtype = self.vision_tower.dtype
         states = video_cache.get(key, dtype)
-        if states is not None:
-            return states
-        if not video_cache.fits(self._tower_states_bytes(frames.shape[0])):
-            return None
-        states = torch.cat([self._tower_states(frames[chunk], video_cache) for chunk in self._chunks(len(frames))])
-        video_cache.put(key, states)
+        if states is None:
+            # A miss fills the cache as `fill_video_cache` does while a video decodes, all frames ready at once: one
+            # way of making an entry, whichever fills it.
+            filler = VideoCacheFiller(self, video_cache)
+            filler(frames, len(frames))
+            filler.keep(key)
+            states = video_cache.get(key, dtype)  # still None for a video larger than the cache's whole budget
         return states
 
     def _tower_states(self, frames: torch.Tensor, video_cache: VilampVideoCache) -> torch.Tensor:
