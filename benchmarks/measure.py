@@ -74,7 +74,6 @@ def build(
     placeholder's id in the model's config, for a tokenizer whose `<video>` differs from the default.
     """
     torch.manual_seed(0)
-    placeholder = {} if video_token_id is None else {"video_token_id": video_token_id}
     released_scorer = KNOWN_FRAME_SCORERS["clip-ViT-B-32/0_CLIPModel"]
     if size in ("tiny", "tiny-b32"):
         scorer_config = TINY_SCORER if size == "tiny" else released_scorer
@@ -84,11 +83,11 @@ def build(
             vision_config={**TINY_VISION_CONFIG, "image_size": 384, "patch_size": 14},
             text_config={**TINY_TEXT_CONFIG, "vocab_size": 512},
             query_embed_dim=scorer_config["embed_dim"],
-            **{"video_token_id": 500, **placeholder},
+            video_token_id=500 if video_token_id is None else video_token_id,
         )
         model, scorer = VilampForConditionalGeneration(config).to(device).eval(), FrameScorer(scorer_config)
     else:
-        config = VilampConfig(**placeholder)
+        config = VilampConfig() if video_token_id is None else VilampConfig(video_token_id=video_token_id)
         dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
         with torch.device(device):
             model = VilampForConditionalGeneration._from_config(config, dtype=dtype, attn_implementation="sdpa")
