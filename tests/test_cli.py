@@ -241,9 +241,12 @@ def test_the_tower_running_while_the_video_decodes_gives_the_same_answers(json_r
     single, _ = json_run
     monkeypatch.setattr(cli, "encodes_while_decoding", lambda _model: True)
     kept, keep = [], VideoCacheFiller.keep
-    monkeypatch.setattr(
-        VideoCacheFiller, "keep", lambda filler, key: (kept.append(len(filler.states)), keep(filler, key))
-    )
+
+    def recording_keep(filler, key):  # the chunks each filler ran before the cache keeps them
+        kept.append(len(filler.states))
+        keep(filler, key)
+
+    monkeypatch.setattr(VideoCacheFiller, "keep", recording_keep)
     monkeypatch.setattr(cli, "disable_library_progress_bars", lambda: None)  # --json would, for this whole process
     code, out, err = run_main(capfd, "ask", str(CLIP_PATH), "Who?", "What is the rabbit doing?", "--json")
     assert code == 0, err
