@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.measure import NUM_KEYFRAMES, SIMILARITY_THRESHOLD, dense_similarity_keyframes, siglip_flops_per_frame
+from benchmarks.measure import (
+    METHODS,
+    NUM_KEYFRAMES,
+    SIMILARITY_THRESHOLD,
+    dense_similarity_keyframes,
+    siglip_flops_per_frame,
+)
 from benchmarks.synthetic_video import make_video
 from vilamp.modeling_vilamp import VilampConfig
 from vilamp.processing import select_keyframes
@@ -171,3 +177,25 @@ def test_training_memory_reports_the_memory_per_extra_frame():
     assert "Per extra frame (64 -> 1024 frames)" in text
     one_count = summary({mode: {64: runs[64]} for mode, runs in medians.items()}, [64])
     assert "| 64 |" in one_count and "Per extra frame" not in one_count and "give two or more" in one_count
+
+
+def test_each_method_measures_the_same_frames_and_the_harness_reports_them(tmp_path):
+    # In this process: the docs test runs `benchmarks.run` as typed for one method (a fresh process per measurement
+    # costs about 10 s of imports); here all three, on 40 sampled frames, so that 32 keyframes leave 8 merged.
+    from benchmarks.measure import measure
+    from benchmarks.run import STAGES, plot, summarize, table
+    from benchmarks.synthetic_video import cached_video
+
+    video = cached_video(tmp_path, 40)
+    results = [summarize([measure(method, video, "tiny", torch.device("cpu"))], 40) for method in METHODS]
+    by_method = {result["method"]: result for result in results}
+    assert all(result["frames"] == 40 and set(result["seconds"]) == set(STAGES) for result in results)
+    # Every keyframe gives 196 tokens, every other frame one, and one newline ends the video.
+    assert by_method["vilamp"]["visual_tokens"] == 196 * 32 + 8 + 1 == by_method["vilamp-unchunked"]["visual_tokens"]
+    assert by_method["dense-uniform"]["visual_tokens"] == 196 * 40 + 1
+    rows = table(results).splitlines()[2:]
+    assert [row.split()[:3] for row in rows] == [
+        [method, "40", f"{by_method[method]['visual_tokens']:,}"] for method in METHODS
+    ]
+    plot(results, tmp_path / "run.png", "title")
+    assert (tmp_path / "run.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
