@@ -1,20 +1,25 @@
-"""Shared helpers: tiny configs, and the parity fixtures (original-layout checkpoints with recorded outputs)."""
+"""
+Shared helpers: tiny configs, and the parity fixtures (original-layout checkpoints with recorded outputs).
+
+Under `pytest -n N`, the controller process imports this file too, and runs no test: nothing here imports torch or
+this project at module level, so that the workers start without waiting about 8 s for those imports. Each helper
+imports what it needs.
+"""
+
+from __future__ import annotations
 
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
-import torch
-from safetensors.torch import load_file
 
-from vilamp.conversion.checkpoint_mapping import (
-    convert_original_config,
-    count_vision_layers,
-    split_original_state_dict,
-)
-from vilamp.modeling_vilamp import VilampConfig, VilampForConditionalGeneration
-from vilamp.tiny import TINY_TEXT_CONFIG, TINY_VISION_CONFIG
+
+if TYPE_CHECKING:
+    import torch
+
+    from vilamp.modeling_vilamp import VilampConfig, VilampForConditionalGeneration
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -31,6 +36,8 @@ def pytest_configure(config: pytest.Config) -> None:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
         threads = max(1, cores // workers)
         os.environ["OMP_NUM_THREADS"] = str(threads)
+        import torch
+
         torch.set_num_threads(threads)
 
 
@@ -42,6 +49,9 @@ FIXTURE_VIDEO_TOKEN_ID = 499
 
 def tiny_config(**overrides) -> VilampConfig:
     """A random-weight ViLAMP small enough for CPU tests, with the real 27x27 patch grid."""
+    from vilamp.modeling_vilamp import VilampConfig
+    from vilamp.tiny import TINY_TEXT_CONFIG, TINY_VISION_CONFIG
+
     settings = {
         "vision_config": TINY_VISION_CONFIG,
         "text_config": {**TINY_TEXT_CONFIG, "vocab_size": 512},
@@ -54,6 +64,10 @@ def tiny_config(**overrides) -> VilampConfig:
 
 
 def tiny_model(seed: int = 0, **overrides) -> VilampForConditionalGeneration:
+    import torch
+
+    from vilamp.modeling_vilamp import VilampForConditionalGeneration
+
     torch.manual_seed(seed)
     return VilampForConditionalGeneration(tiny_config(**overrides)).eval()
 
@@ -63,6 +77,8 @@ def video_training_batch(keyframe_mask: torch.Tensor, seed: int) -> dict:
     One training example for `tiny_model`: random 54 px frames (keyframes where `keyframe_mask` says), a prompt of
     the video's placeholders between a few tokens, and 4 answer tokens as the only labels.
     """
+    import torch
+
     generator = torch.Generator().manual_seed(seed)
     num_frames, num_keyframes = keyframe_mask.shape[0], int(keyframe_mask.sum())
     num_visual = 196 * num_keyframes + (num_frames - num_keyframes) + 1  # 14 x 14 pooled tokens per keyframe
@@ -80,6 +96,8 @@ def video_training_batch(keyframe_mask: torch.Tensor, seed: int) -> dict:
 
 def load_fixture(name: str) -> dict:
     """The original config, weights, inputs and recorded outputs of one parity case."""
+    from safetensors.torch import load_file
+
     case_dir = FIXTURES / name
     return {
         "dir": case_dir,
@@ -93,6 +111,13 @@ def load_fixture(name: str) -> dict:
 
 def fixture_model(fixture: dict) -> VilampForConditionalGeneration:
     """The fixture's original checkpoint mapped onto `VilampForConditionalGeneration` (float32, eval)."""
+    from vilamp.conversion.checkpoint_mapping import (
+        convert_original_config,
+        count_vision_layers,
+        split_original_state_dict,
+    )
+    from vilamp.modeling_vilamp import VilampConfig, VilampForConditionalGeneration
+
     weights = fixture["weights"]
     config = VilampConfig(
         **convert_original_config(fixture["config"], count_vision_layers(weights), FIXTURE_VIDEO_TOKEN_ID)
@@ -164,7 +189,6 @@ def run_without_project(script: str, workdir: Path):
     Runs `script` in a fresh Python where none of this project's packages can be imported, as for a Hub user with
     only transformers installed: the project root leaves `sys.path` and an editable install's finder is dropped.
     """
-    import os
     import subprocess
     import sys
     import textwrap
