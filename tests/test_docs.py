@@ -1,11 +1,14 @@
 """Every code sample in the README, docs/ and the model card runs, on a converted fixture and the bundled clip."""
 
+import io
 import os
 import re
 import runpy
 import shlex
+import subprocess
 import sys
 import warnings
+from contextlib import contextmanager, redirect_stdout
 from pathlib import Path
 
 import pytest
@@ -43,11 +46,10 @@ def standins(tmp_path_factory) -> dict[str, str]:
         "orange-sk/ViLAMP-llava-qwen": str(FIXTURES / "heavy-fill"),
         "movie.mp4": str(CLIP_PATH),
         "clip.mp4": str(CLIP_PATH),
-        # The benchmark's own command, at a size a test can afford, with one method: each measurement is a fresh
-        # process (about 10 s of imports). The `--size tiny-b32` sample measures `vilamp` that way too, and
-        # test_benchmarks.py measures all three methods in process.
+        # The benchmark's own command, at a size a test can afford, with one method: the `--size tiny-b32` sample
+        # measures `vilamp`, and test_benchmarks.py all three, with the figures they must give.
         "--frames 1000,2500,5000,10000 --repeats 3": "--frames 4 --repeats 1 --methods dense-uniform",
-        # One frame count: 3 fresh processes, not 6; the per-frame figure from two is tested in test_benchmarks.py.
+        # One frame count; the per-frame figure from two is tested in test_benchmarks.py.
         "--frames 64,256,1024 --repeats 1": "--frames 2 --repeats 1",
         "--frames 300,1000,3000 --sizes 640x360,1280x720 --repeats 3": "--frames 3 --sizes 64x36 --repeats 1",
         "--frames 1000,10000 --repeats 1": "--frames 4 --repeats 1",
@@ -79,13 +81,59 @@ def run_sample(language: str, code: str, workdir: Path) -> None:
             run_command(shlex.split(command), workdir)
 
 
+def run_module_as_main(module: str, arguments: list[str]) -> None:
+    """`python -m module arguments`, in this process."""
+    previous = sys.argv
+    sys.argv = [module, *arguments]
+    try:
+        with warnings.catch_warnings():
+            # An earlier test may have imported the module; `python -m` in a fresh process would not have.
+            warnings.filterwarnings("ignore", ".* found in sys.modules", RuntimeWarning)
+            runpy.run_module(module, run_name="__main__", alter_sys=True)
+    finally:
+        sys.argv = previous
+
+
+def without_memory_limit(arguments: list[str]) -> list[str]:
+    """`arguments` less `--memory-limit-gb N`: the address-space cap cannot be lifted from a process once set."""
+    if "--memory-limit-gb" not in arguments:
+        return arguments
+    index = arguments.index("--memory-limit-gb")
+    return arguments[:index] + arguments[index + 2 :]
+
+
+@contextmanager
+def measurements_in_this_process():
+    """
+    The benchmark harnesses start `python -m benchmarks.<module> ...` for every measurement, so that its peak memory
+    is its own; the samples here would start seven, each spending about 10 s importing torch and transformers.
+    Within a sample they run in this process instead: the module as `__main__` with the same arguments (less the
+    address-space cap), its stdout handed back for the harness to read as it reads a child's. A measurement in a
+    process of its own is what the gpu_check smoke test (tests/test_benchmarks.py) starts, through the same
+    `benchmarks.run.run_json_module`.
+    """
+    start_process = subprocess.run
+
+    def run(command, *args, **kwargs):
+        if command[:2] != [sys.executable, "-m"] or not command[2].startswith("benchmarks."):
+            return start_process(command, *args, **kwargs)
+        with redirect_stdout(io.StringIO()) as stdout:
+            run_module_as_main(command[2], without_memory_limit(command[3:]))
+        return subprocess.CompletedProcess(command, 0, stdout.getvalue(), "")
+
+    subprocess.run = run
+    try:
+        yield
+    finally:
+        subprocess.run = start_process
+
+
 def run_command(words: list[str], workdir: Path) -> None:
     """
     A sample's `vilamp ...` or `python -m MODULE ...` line, run in this process as the shell would run it: `vilamp`
-    through the console script's function, `python -m` through runpy. A fresh Python would spend about 10 s here
-    importing torch and transformers again for each line; tests/test_cli.py runs the console script itself.
-    Benchmark harnesses still start a process of their own for each measurement, which finds `benchmarks/` through
-    PYTHONPATH.
+    through the console script's function, `python -m` through runpy, and a benchmark's measurements as well
+    (`measurements_in_this_process`). A fresh Python would spend about 10 s here importing torch and transformers
+    again for each; tests/test_cli.py runs the console script itself.
     """
     from transformers.utils import logging
 
@@ -93,7 +141,6 @@ def run_command(words: list[str], workdir: Path) -> None:
 
     previous = (Path.cwd(), sys.argv, os.environ.copy(), logging.is_progress_bar_enabled())
     os.chdir(workdir)
-    os.environ["PYTHONPATH"] = str(PROJECT_ROOT)  # benchmarks/ is run from a checkout, not installed
     try:
         try:
             if words[0] == "vilamp":
@@ -101,11 +148,8 @@ def run_command(words: list[str], workdir: Path) -> None:
                 code = cli.main(words[1:])
             else:
                 assert words[:2] == ["python", "-m"], f"a sample line this test does not know how to run: {words}"
-                sys.argv = [words[2], *words[3:]]
-                with warnings.catch_warnings():
-                    # An earlier test may have imported the module; `python -m` in a fresh process would not have.
-                    warnings.filterwarnings("ignore", ".* found in sys.modules", RuntimeWarning)
-                    runpy.run_module(words[2], run_name="__main__", alter_sys=True)
+                with measurements_in_this_process():
+                    run_module_as_main(words[2], words[3:])
                 code = 0
         except SystemExit as exit_:  # argparse's usage errors, and modules that end with sys.exit
             code = exit_.code
