@@ -52,9 +52,11 @@ def transformers_tests_dir() -> Path:
 def download_common_tests(version: str, root: Path, tests: Path) -> None:
     """Unpacks release `version`'s top-level `tests/*.py` from its sdist into `tests` (a folder of `root`)."""
     with tempfile.TemporaryDirectory() as download:
+        # pip prepares the sdist's metadata; with the setuptools of this environment (the test extra) rather than
+        # one it installs into an isolated environment first, the download takes 5 s instead of 9 s.
         subprocess.run(
             [sys.executable, "-m", "pip", "download", f"transformers=={version}", "--no-binary", ":all:"]
-            + ["--no-deps", "--quiet", "--dest", download],
+            + ["--no-deps", "--no-build-isolation", "--quiet", "--dest", download],
             check=True,
         )
         with tarfile.open(next(Path(download).glob("transformers-*.tar.gz"))) as archive:
