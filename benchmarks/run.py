@@ -31,9 +31,14 @@ def default_memory_limit_gb() -> float:
     return round(0.75 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9, 1)
 
 
-def run_json_module(module: str, arguments: list[str], what: str) -> dict:
-    """Runs `python -m <module> <arguments>` in a fresh process and returns the JSON record it prints."""
-    result = subprocess.run([sys.executable, "-m", module, *arguments], capture_output=True, text=True)
+def run_json_module(module: str, arguments: list[str], what: str, env: dict[str, str] | None = None) -> dict | int:
+    """
+    Runs `python -m <module> <arguments>` in a fresh process, with `env` added to its environment, and returns the
+    JSON it prints.
+    """
+    environment = None if env is None else {**os.environ, **env}
+    command = [sys.executable, "-m", module, *arguments]
+    result = subprocess.run(command, capture_output=True, text=True, env=environment)
     if result.returncode != 0:
         raise RuntimeError(f"{what} failed:\n{result.stderr[-3000:]}")
     return json.loads(result.stdout)

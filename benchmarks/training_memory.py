@@ -21,10 +21,7 @@ what is alive.
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
-import sys
 from pathlib import Path
 
 import torch
@@ -33,6 +30,7 @@ from vilamp.processing import num_visual_tokens
 
 from .measure import NUM_KEYFRAMES, build, read_peak_rss, reset_peak_rss
 from .plotting import headless_pyplot
+from .run import run_json_module
 
 
 MODES = ("none", "layers", "chunks")
@@ -74,9 +72,9 @@ def training_step(num_frames: int, mode: str) -> int:
 
 
 def measure_in_subprocess(num_frames: int, mode: str) -> int:
-    command = [sys.executable, "-m", "benchmarks.training_memory", "--child", str(num_frames), mode]
-    environment = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(MMAP_THRESHOLD)}
-    return int(subprocess.run(command, check=True, capture_output=True, text=True, env=environment).stdout.strip())
+    arguments = ["--child", str(num_frames), mode]
+    environment = {"MALLOC_MMAP_THRESHOLD_": str(MMAP_THRESHOLD)}
+    return run_json_module("benchmarks.training_memory", arguments, f"{mode} at {num_frames} frames", environment)
 
 
 def main(argv: list[str] | None = None) -> None:
