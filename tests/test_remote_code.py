@@ -27,7 +27,8 @@ MESSAGES = [
     }
 ]
 
-# Loads the saved model as a Hub user would and prints what the test compares, as one JSON line.
+# Loads the saved model (DIRECTORY) as a Hub user would and prints what the test compares with EXPECTED's, as one
+# JSON line.
 SAVED_MODEL_SCRIPT = """
     import json, torch
     from transformers import AutoModelForImageTextToText, AutoProcessor, pipeline
@@ -132,9 +133,8 @@ def remote_code_run(tmp_path_factory) -> dict:
     folder = tmp_path_factory.mktemp("remote-code")
     expected = save_tiny_model(folder)
     cases = [convert_fixture(case, folder) for case in FIXTURE_CASES]
-    script = textwrap.dedent(SAVED_MODEL_SCRIPT).replace("EXPECTED", repr(str(folder / "expected.pt")))
-    script = script.replace("DIRECTORY", repr(str(folder / "model")))
-    script += textwrap.dedent(CONVERTED_SCRIPT).replace("CASES", repr(cases))
+    paths = f"EXPECTED = {str(folder / 'expected.pt')!r}\nDIRECTORY = {str(folder / 'model')!r}\nCASES = {cases!r}\n"
+    script = paths + textwrap.dedent(SAVED_MODEL_SCRIPT) + textwrap.dedent(CONVERTED_SCRIPT)
     result = run_without_project(script, folder)
     assert result.returncode == 0, result.stderr
     saved, *converted = (json.loads(line) for line in result.stdout.strip().splitlines()[-1 - len(FIXTURE_CASES) :])
